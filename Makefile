@@ -1,0 +1,54 @@
+# colorize: `make test` sets everything up from nothing and runs the tests; `make train` runs
+# the reference recipe. Variables: PYTHON, VENV, DATA (a --data source), DATA_DIR, PYTEST_ARGS.
+PYTHON ?= python3
+VENV ?= .venv
+DATA ?= cifar10
+DATA_DIR ?= data/cifar10
+PYTEST_ARGS ?=
+# Debian packages FFCV needs to build, and the pkg-config names that show they are present.
+SYSTEM_PACKAGES := libturbojpeg0-dev libopencv-dev pkg-config g++
+PKG_CONFIG_NAMES := opencv4 libturbojpeg
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system-packages test test-fast prepare train bench clean
+
+setup: $(STAMP)
+
+system-packages:
+	@if pkg-config --exists $(PKG_CONFIG_NAMES) 2>/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing the system packages FFCV needs: $(SYSTEM_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $(SYSTEM_PACKAGES) >/dev/null || exit 1; \
+	elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $(SYSTEM_PACKAGES) >/dev/null || exit 1; \
+	else \
+		echo "FFCV needs OpenCV 4 and libturbojpeg development files to build." >&2; \
+		echo "On Debian or Ubuntu, run: sudo apt-get install $(SYSTEM_PACKAGES)" >&2; \
+		echo "(elsewhere: your system's opencv and libjpeg-turbo development packages), then make setup again." >&2; \
+		exit 1; \
+	fi
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory system-packages
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+prepare: setup
+	$(BIN)/colorize prepare --data $(DATA) --out $(DATA_DIR)
+
+bench: setup
+	$(BIN)/colorize bench loader --data $(DATA_DIR)
+
+clean:
+	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -1,0 +1,75 @@
+"""The ``colorize`` command (also ``python -m colorize``): thin wrappers over library functions."""
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from colorize.errors import ColorizeError
+
+
+def _prepare(args) -> int:
+    from colorize.data.prepare import PrepareSettings, prepare
+
+    settings = PrepareSettings(
+        resolution=args.resolution,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        dtype=args.dtype,
+    )
+    manifest = prepare(args.data, Path(args.out), settings, cache_dir=args.cache_dir)
+    counts = ", ".join(f"{name} {entry['count']:,}" for name, entry in manifest["splits"].items())
+    print(f"{args.out}: {counts} images of {len(manifest['classes'])} classes")
+    return 0
+
+
+def _bench_loader(args) -> int:
+    from colorize.bench import format_table, loader_benchmark
+
+    result = loader_benchmark(Path(args.data), batch_size=args.batch_size, epochs=args.epochs)
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="colorize", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    prepare = commands.add_parser("prepare", help="turn a data source into FFCV files of LAB images")
+    prepare.add_argument("--data", required=True,
+                         help="'cifar10' (download), cifar-10-python.tar.gz or cifar-10-batches-py/, "
+                              "an image folder, or a .tar/.tar.gz of one")
+    prepare.add_argument("--out", required=True, help="directory for the .beton files and manifest")
+    prepare.add_argument("--val-fraction", type=float, default=0.1, help="held out of train, per class")
+    prepare.add_argument("--test-fraction", type=float, default=0.1,
+                         help="held out when the source has no test split")
+    prepare.add_argument("--seed", type=int, default=0)
+    prepare.add_argument("--resolution", type=int, default=32, help="images are centre-cropped and resized")
+    prepare.add_argument("--dtype", default="float32", choices=("float32", "float16"),
+                         help="storage type of the LAB values")
+    prepare.add_argument("--cache-dir", type=Path, default=None,
+                         help="where 'cifar10' is downloaded (default: $COLORIZE_CACHE or ~/.cache/colorize)")
+    prepare.set_defaults(run=_prepare)
+
+    bench = commands.add_parser("bench", help="measure throughput")
+    benches = bench.add_subparsers(dest="bench", required=True)
+    loader = benches.add_parser("loader", help="images/s of FFCV, the memory loader and per-item decoding")
+    loader.add_argument("--data", required=True, help="a prepared directory")
+    loader.add_argument("--batch-size", type=int, default=512)
+    loader.add_argument("--epochs", type=int, default=3, help="timed epochs per loader, after a warm-up one")
+    loader.add_argument("--json", action="store_true", help="print the figures as JSON")
+    loader.set_defaults(run=_bench_loader)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ColorizeError as error:
+        print(f"colorize {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"colorize {args.command}: interrupted", file=sys.stderr)
+        return 130

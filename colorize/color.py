@@ -1,0 +1,82 @@
+"""sRGB <-> CIELAB (D65, 2 degree observer) on batched NCHW torch tensors, and the
+network's scaling of L and ab.
+
+The formulas and constants are those of ``skimage.color.rgb2lab`` / ``lab2rgb``, so results
+agree with scikit-image; everything runs on the tensor's own device and dtype.
+"""
+import torch
+
+# sRGB primaries -> CIE XYZ, and the D65 reference white.
+_XYZ_FROM_RGB = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
+_D65_WHITE = (0.95047, 1.0, 1.08883)
+_EPSILON = 0.008856  # (6/29)^3, where the cube root turns linear
+_KAPPA = 7.787
+
+# The network sees L scaled to [-1, 1] and predicts ab divided by AB_SCALE.
+L_CENTER = 50.0
+L_HALF_RANGE = 50.0
+AB_SCALE = 110.0  # about the largest |a| or |b| of an sRGB colour
+
+
+def _matrix(rows, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(rows, dtype=like.dtype, device=like.device)
+
+
+def _white(like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(_D65_WHITE, dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
+
+
+def _channel_matmul(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Apply a 3x3 matrix to the channel axis of an NCHW tensor."""
+    return torch.einsum("ij,njhw->nihw", matrix, x)
+
+
+def _check_nchw(x: torch.Tensor, what: str) -> None:
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"{what} must be a batch of shape (N, 3, H, W), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{what} must be a floating-point tensor, got {x.dtype}")
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1], shape (N, 3, H, W) -> CIELAB (L in [0, 100], a and b in about +-110)."""
+    _check_nchw(rgb, "rgb")
+    linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = _channel_matmul(_matrix(_XYZ_FROM_RGB, rgb), linear) / _white(rgb)
+    f = torch.where(xyz > _EPSILON, xyz.clamp_min(_EPSILON) ** (1 / 3), _KAPPA * xyz + 16 / 116)
+    fx, fy, fz = f.unbind(1)
+    return torch.stack((116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)), dim=1)
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """CIELAB, shape (N, 3, H, W) -> sRGB in [0, 1]; out-of-gamut colours are clipped."""
+    _check_nchw(lab, "lab")
+    l, a, b = lab.unbind(1)
+    fy = (l + 16) / 116
+    f = torch.stack((fy + a / 500, fy, (fy - b / 200).clamp_min(0)), dim=1)
+    xyz = torch.where(f > 0.2068966, f**3, (f - 16 / 116) / _KAPPA) * _white(lab)
+    rgb_from_xyz = torch.linalg.inv(_matrix(_XYZ_FROM_RGB, lab).double()).to(lab.dtype)
+    linear = _channel_matmul(rgb_from_xyz, xyz)
+    rgb = torch.where(
+        linear > 0.0031308, 1.055 * linear.clamp_min(0.0031308) ** (1 / 2.4) - 0.055, 12.92 * linear
+    )
+    return rgb.clamp(0, 1)
+
+
+def normalize_l(l: torch.Tensor) -> torch.Tensor:
+    """L in [0, 100] -> the network's input range [-1, 1]."""
+    return (l - L_CENTER) / L_HALF_RANGE
+
+
+def ab_from_network(output: torch.Tensor) -> torch.Tensor:
+    """The network's ab output -> ab in CIELAB units."""
+    return output * AB_SCALE
+
+
+def join_lab(l: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """L (N, 1, H, W) and ab (N, 2, H, W) -> LAB (N, 3, H, W)."""
+    return torch.cat((l, ab.to(l.dtype)), dim=1)

@@ -1,0 +1,78 @@
+"""Shared fixtures: the CIFAR-10 copy beside the checkout, small synthetic sources, prepared dirs."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_TARBALL = Path(
+    os.environ.get("COLORIZE_TEST_TARBALL", REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz")
+)
+CLASSES = ("cat", "dog", "frog")
+
+
+def run_cli(*args, env=None, check=True, timeout=600) -> subprocess.CompletedProcess:
+    """Run ``python -m colorize ARGS`` as a user would; fail with its output if it fails."""
+    result = subprocess.run(
+        [sys.executable, "-m", "colorize", *map(str, args)],
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"colorize {' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def synthetic_image(rng: np.random.Generator, label: int, size=(32, 32)) -> Image.Image:
+    """A smooth image whose dominant colour depends on its class."""
+    height, width = size
+    base = np.zeros((height, width, 3))
+    base[..., label % 3] = 0.7
+    ramp = np.linspace(0, 0.3, width)[None, :, None]
+    noise = rng.normal(0, 0.05, (height, width, 3))
+    return Image.fromarray((np.clip(base + ramp + noise, 0, 1) * 255).astype(np.uint8))
+
+
+def write_image_folder(root: Path, per_class=(40, 10), seed=0) -> Path:
+    """train/<class>/*.png and test/<class>/*.png with synthetic images."""
+    rng = np.random.default_rng(seed)
+    for split, count in zip(("train", "test"), per_class):
+        for label, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                synthetic_image(rng, label).save(folder / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_tarball() -> Path:
+    if not SHARED_TARBALL.is_file():
+        pytest.skip(f"the CIFAR-10 copy {SHARED_TARBALL} is not beside the checkout")
+    return SHARED_TARBALL
+
+
+@pytest.fixture(scope="session")
+def small_source(tmp_path_factory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("small") / "images")
+
+
+@pytest.fixture(scope="session")
+def small_dir(tmp_path_factory, small_source) -> Path:
+    """A prepared directory of the small synthetic source: 108 / 12 / 30 images."""
+    from colorize.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("small-prepared")
+    prepare(str(small_source), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cifar_dir(tmp_path_factory, shared_tarball) -> Path:
+    """The whole shared CIFAR-10 copy, prepared once per test session."""
+    out = tmp_path_factory.mktemp("cifar10")
+    run_cli("prepare", "--data", shared_tarball, "--out", out)
+    return out

@@ -1,0 +1,95 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from colorize.config import ConfigError, DataConfig
+from colorize.data.loaders import build_loaders, epoch_order
+
+HERE = Path(__file__).parent
+
+
+def collect(loader, epoch=0):
+    loader.set_epoch(epoch)
+    return [(b.l.clone(), b.ab.clone(), b.label.clone(), b.index.clone(), b.valid.clone()) for b in loader]
+
+
+def loaders(data_dir, kind, **settings):
+    return build_loaders(DataConfig(dir=str(data_dir), loader=kind, **settings))
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_ffcv_and_memory_loaders_yield_identical_batches(small_dir, split):
+    settings = dict(batch_size=16, train_limit=100)
+    ffcv, memory = loaders(small_dir, "ffcv", **settings), loaders(small_dir, "memory", **settings)
+    for epoch in (0, 3):
+        a, b = collect(ffcv[split], epoch), collect(memory[split], epoch)
+        assert len(a) == len(b) == len(ffcv[split])
+        for x, y in zip(a, b):
+            for u, v in zip(x, y):
+                assert torch.equal(u, v)
+
+
+def test_eval_order_is_sequential_and_complete(small_dir):
+    test = loaders(small_dir, "ffcv", batch_size=8)["test"]
+    batches = collect(test)
+    assert [len(b[3]) for b in batches] == [8, 8, 8, 6]  # the last partial batch is kept
+    assert torch.cat([b[3] for b in batches]).tolist() == list(range(30))
+    assert all(b[4].all() for b in batches)
+
+
+def test_train_order_changes_per_epoch_drops_partial_batch_and_flips(small_dir):
+    train = loaders(small_dir, "memory", batch_size=10)["train"]
+    first, second = collect(train, 0), collect(train, 1)
+    assert len(first) == 10  # 108 samples -> 10 full batches
+    order0, order1 = torch.cat([b[3] for b in first]), torch.cat([b[3] for b in second])
+    assert not torch.equal(order0, order1) and len(set(order0.tolist())) == 100
+    plain = loaders(small_dir, "memory", batch_size=10, hflip=False)["train"]
+    unflipped = collect(plain, 0)
+    flipped = [not torch.equal(a[0][i], b[0][i]) for a, b in zip(first, unflipped) for i in range(10)]
+    assert 20 < sum(flipped) < 80
+    i = flipped.index(True)
+    assert torch.equal(first[i // 10][0][i % 10], unflipped[i // 10][0][i % 10].flip(-1))
+
+
+def test_batches_have_the_documented_shapes(small_dir):
+    batch = next(iter(loaders(small_dir, "ffcv", batch_size=4)["val"]))
+    assert batch.l.shape == (4, 1, 32, 32) and batch.ab.shape == (4, 2, 32, 32)
+    assert batch.l.dtype == torch.float32 and batch.label.dtype == torch.int64
+    assert 0 <= batch.l.min() and batch.l.max() <= 100
+
+
+def test_epoch_order_pads_like_distributed_sampler():
+    ranks = [epoch_order(10, 0, False, 0, rank, 4) for rank in range(4)]
+    assert [len(r) for r in ranks] == [3, 3, 3, 3]
+    assert sorted(np.concatenate(ranks).tolist()) == sorted(list(range(10)) + [0, 1])
+    assert epoch_order(5, 2, True, 7, 0, 1).tolist() == np.random.default_rng(9).permutation(5).tolist()
+
+
+def test_global_batch_size_must_divide():
+    with pytest.raises(ConfigError, match="data.batch_size"):
+        from colorize.data.loaders import per_process_batch_size
+
+        per_process_batch_size(DataConfig(batch_size=10, batch_size_scope="global"), 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["ffcv", "memory"])
+def test_two_gloo_processes_see_every_sample_once(small_dir, tmp_path, kind):
+    out = tmp_path / "seen"
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(HERE / "dist_loader_worker.py"), str(small_dir), kind, str(out)],
+        check=True, timeout=300,
+    )
+    seen = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    assert all(s["world"] == 2 for s in seen)
+    for split, count in (("train", 108), ("test", 30)):
+        real = sorted(seen[0][split]["real"] + seen[1][split]["real"])
+        assert real == list(range(count)), split
+    # 17 samples over 2 ranks: rank 1 gets one padding duplicate, flagged as not valid
+    assert seen[0]["test_padded"] + seen[1]["test_padded"] == 1

@@ -1,0 +1,139 @@
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from colorize.config import DataConfig
+from colorize.data.loaders import build_loaders
+from colorize.data.manifest import DataError, read_manifest
+from colorize.data.prepare import PrepareSettings, prepare, stratified_holdout
+from conftest import CLASSES, run_cli, synthetic_image
+
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                 "truck"]
+
+
+@pytest.mark.slow
+def test_shared_cifar10_copy_gives_the_documented_splits(cifar_dir):
+    manifest = read_manifest(cifar_dir)
+    assert manifest["classes"] == CIFAR_CLASSES
+    expected = {"train": (45000, 4500), "val": (5000, 500), "test": (10000, 1000)}
+    for split, (count, per_class) in expected.items():
+        entry = manifest["splits"][split]
+        assert entry["count"] == count
+        assert entry["per_class"] == {name: per_class for name in CIFAR_CLASSES}
+        assert len(entry["sha256"]) == 64 and (cifar_dir / entry["file"]).stat().st_size == entry["bytes"]
+    assert manifest["resolution"] == 32 and manifest["dtype"] == "float32"
+    assert manifest["source"]["kind"] == "image-folder-archive"
+
+
+@pytest.mark.slow
+def test_second_prepare_is_a_no_op(cifar_dir, shared_tarball):
+    before = {p.name: p.stat().st_mtime_ns for p in cifar_dir.iterdir()}
+    result = run_cli("prepare", "--data", shared_tarball, "--out", cifar_dir)
+    assert "up to date" in result.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in cifar_dir.iterdir()} == before
+
+
+def test_val_is_a_stratified_holdout_disjoint_from_train():
+    labels = np.repeat(np.arange(4), [10, 20, 30, 40])
+    kept, held = stratified_holdout(labels, 0.1, seed=3)
+    assert np.bincount(labels[held]).tolist() == [1, 2, 3, 4]
+    assert len(np.intersect1d(kept, held)) == 0 and len(kept) + len(held) == len(labels)
+    assert held.tolist() == stratified_holdout(labels, 0.1, seed=3)[1].tolist()
+
+
+def test_lab_values_match_the_source_images(small_source, small_dir):
+    from skimage.color import rgb2lab
+
+    from colorize.data.sources import open_source
+
+    images = open_source(str(small_source)).read(32).splits["test"]
+    batch = next(iter(build_loaders(DataConfig(dir=str(small_dir), loader="memory", batch_size=64),
+                                    splits=("test",))["test"]))
+    lab = np.concatenate([batch.l.numpy(), batch.ab.numpy()], axis=1).transpose(0, 2, 3, 1)
+    # the test split is stored in a seeded order; match each stored image to its source
+    reference = rgb2lab(images.images)
+    for stored, label in zip(lab, batch.label.numpy()):
+        distances = np.abs(reference - stored).reshape(len(reference), -1).max(axis=1)
+        match = int(distances.argmin())
+        assert distances[match] < 1e-3 and images.labels[match] == label
+
+
+def test_float16_storage_reads_back_close(small_source, tmp_path):
+    out = tmp_path / "half"
+    prepare(str(small_source), out, PrepareSettings(dtype="float16"))
+    assert read_manifest(out)["dtype"] == "float16"
+    half = next(iter(build_loaders(DataConfig(dir=str(out), loader="ffcv", batch_size=30),
+                                   splits=("test",))["test"]))
+    assert half.l.dtype == half.ab.dtype
+    assert 0 <= half.l.min() and half.l.max() <= 100 and half.ab.abs().max() > 5
+
+
+def copy_prepared(small_dir, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(small_dir, out)
+    return out
+
+
+def test_truncated_file_is_named_at_load_and_rebuilt_by_prepare(small_source, small_dir, tmp_path):
+    out = copy_prepared(small_dir, tmp_path)
+    damaged = out / "train.beton"
+    os.truncate(damaged, damaged.stat().st_size - 1)
+    with pytest.raises(DataError, match="train.beton is damaged"):
+        build_loaders(DataConfig(dir=str(out)), splits=("train",))
+    result = run_cli("prepare", "--data", small_source, "--out", out)
+    assert "train.beton is damaged" in result.stdout and "rebuilding" in result.stdout
+    build_loaders(DataConfig(dir=str(out)), splits=("train",))  # readable again
+
+
+def test_flipped_byte_is_detected(small_dir, tmp_path):
+    out = copy_prepared(small_dir, tmp_path)
+    with open(out / "val.beton", "r+b") as file:
+        file.seek(-100, os.SEEK_END)
+        byte = file.read(1)
+        file.seek(-100, os.SEEK_END)
+        file.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(DataError, match="val.beton is damaged: its sha256"):
+        build_loaders(DataConfig(dir=str(out)), splits=("val",))
+
+
+def test_changed_input_is_rebuilt(small_source, tmp_path):
+    source = tmp_path / "source"
+    shutil.copytree(small_source, source)
+    out = tmp_path / "out"
+    first = prepare(str(source), out)
+    synthetic_image(np.random.default_rng(9), 0).save(source / "train" / CLASSES[0] / "extra.png")
+    second = prepare(str(source), out)
+    assert second["splits"]["train"]["count"] + second["splits"]["val"]["count"] == 121
+    assert second["source"]["fingerprint"] != first["source"]["fingerprint"]
+
+
+def test_missing_directory_says_how_to_prepare(tmp_path):
+    with pytest.raises(DataError, match="colorize prepare"):
+        build_loaders(DataConfig(dir=str(tmp_path / "none")))
+
+
+def test_offline_cifar10_download_fails_cleanly(tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    result = run_cli("prepare", "--data", "cifar10", "--out", out, "--cache-dir", cache, check=False,
+                     env={"COLORIZE_CIFAR10_URL": "http://127.0.0.1:9/cifar-10-python.tar.gz"})
+    assert result.returncode != 0
+    assert "could not download CIFAR-10" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists() and list(cache.iterdir()) == []
+
+
+def test_bad_settings_are_named(small_source, tmp_path):
+    result = run_cli("prepare", "--data", small_source, "--out", tmp_path / "o", "--val-fraction", "1.5",
+                     check=False)
+    assert result.returncode == 1 and "--val-fraction" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_manifest_is_plain_json_with_sources_and_settings(small_dir, small_source):
+    manifest = json.loads((small_dir / "manifest.json").read_text())
+    assert manifest["source"]["spec"] == str(small_source)
+    assert manifest["settings"]["val_fraction"] == 0.1
+    assert {s: e["count"] for s, e in manifest["splits"].items()} == {"train": 108, "val": 12, "test": 30}

@@ -1,0 +1,122 @@
+import io
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from colorize.data import sources
+from colorize.data.sources import Cifar10Download, SourceError, open_source
+from conftest import CLASSES, synthetic_image, write_image_folder
+
+
+def test_image_folder_with_splits(small_source):
+    images = open_source(str(small_source)).read(32)
+    assert images.classes == list(CLASSES)
+    assert images.splits["train"].images.shape == (120, 32, 32, 3)
+    assert images.splits["test"].images.dtype == np.uint8
+    assert np.bincount(images.splits["test"].labels).tolist() == [10, 10, 10]
+
+
+def test_tar_gz_of_a_folder_reads_the_same_without_unpacking(small_source, tmp_path):
+    archive = tmp_path / "images.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(small_source, arcname="dataset")  # one enclosing folder is allowed
+    folder, packed = open_source(str(small_source)).read(32), open_source(str(archive)).read(32)
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(folder.splits[split].images, packed.splits[split].images)
+        np.testing.assert_array_equal(folder.splits[split].labels, packed.splits[split].labels)
+    assert not (tmp_path / "dataset").exists()
+
+
+def test_modes_sizes_and_unreadable_files(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "mixed"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    wide = synthetic_image(rng, 0, size=(40, 100))
+    wide.save(root / "a" / "wide.jpg")
+    wide.convert("L").save(root / "a" / "grey.png")
+    wide.convert("P").save(root / "a" / "palette.png")
+    rgba = wide.convert("RGBA")
+    rgba.putalpha(0)  # fully transparent: becomes white
+    rgba.save(root / "b" / "transparent.png")
+    Image.fromarray(np.full((50, 50), 65535, dtype=np.uint16)).save(root / "b" / "sixteen.png")
+    (root / "b" / "notes.txt").write_text("not an image")
+    (root / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+
+    images = open_source(str(root)).read(16)
+    printed = capsys.readouterr().out
+    assert "notes.txt" in printed and "broken.png" in printed
+    assert len(images.skipped) == 2
+    train = images.splits["train"]
+    assert list(images.splits) == ["train"] and train.images.shape == (5, 16, 16, 3)
+    by_label = np.bincount(train.labels).tolist()
+    assert by_label == [3, 2]
+    grey = train.images[0]
+    assert (grey[..., 0] == grey[..., 1]).all()  # grayscale input stays grey
+    assert (train.images[train.labels == 1] >= 250).all()  # white: transparent and 16-bit max
+
+
+def test_images_outside_class_folders_are_rejected(tmp_path):
+    synthetic_image(np.random.default_rng(0), 0).save(tmp_path / "loose.png")
+    with pytest.raises(SourceError, match="class folders"):
+        open_source(str(tmp_path)).read(32)
+
+
+def _fake_cifar_batch(rng, count):
+    return {"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
+            "labels": rng.integers(0, 10, count).tolist()}
+
+
+def write_fake_cifar(tmp_path, as_archive: bool):
+    rng = np.random.default_rng(0)
+    members = {f"data_batch_{i}": _fake_cifar_batch(rng, 20) for i in range(1, 6)}
+    members["test_batch"] = _fake_cifar_batch(rng, 10)
+    members["batches.meta"] = {"label_names": ["c%d" % i for i in range(10)]}
+    if not as_archive:
+        folder = tmp_path / "cifar-10-batches-py"
+        folder.mkdir()
+        for name, content in members.items():
+            (folder / name).write_bytes(pickle.dumps(content))
+        return folder, members
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, content in members.items():
+            payload = pickle.dumps(content)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return archive, members
+
+
+@pytest.mark.parametrize("as_archive", [True, False])
+def test_official_cifar10_files(tmp_path, as_archive):
+    path, members = write_fake_cifar(tmp_path, as_archive)
+    images = open_source(str(path)).read(32)
+    assert images.classes[3] == "c3"
+    train = images.splits["train"]
+    assert train.images.shape == (100, 32, 32, 3) and images.splits["test"].images.shape[0] == 10
+    first = members["data_batch_1"]["data"][0].reshape(3, 32, 32).transpose(1, 2, 0)
+    np.testing.assert_array_equal(train.images[0], first)
+    assert open_source(str(path)).read(16).splits["test"].images.shape == (10, 16, 16, 3)
+
+
+def test_download_failure_is_clear_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "CIFAR10_URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    with pytest.raises(SourceError, match="could not download CIFAR-10") as error:
+        Cifar10Download(tmp_path).read(32)
+    assert "--data" in str(error.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_path_names_the_accepted_sources(tmp_path):
+    with pytest.raises(SourceError, match="no such file or folder"):
+        open_source(str(tmp_path / "nope"))
+
+
+def test_no_split_folder(tmp_path):
+    write_image_folder(tmp_path / "x", per_class=(6, 0))
+    images = open_source(str(tmp_path / "x" / "train")).read(32)
+    assert list(images.splits) == ["train"] and len(images.splits["train"].labels) == 18
