@@ -24,6 +24,27 @@ def _prepare(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from colorize.engine.trainer import train_from_cli
+
+    if (args.config is None) == (args.resume is None):
+        raise ColorizeError("give either --config FILE (a new run) or --resume RUN_DIR")
+    train_from_cli(args.config, args.overrides, args.resume)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from colorize.engine.evaluate import evaluate_run
+
+    metrics = evaluate_run(Path(args.checkpoint), args.data, args.split)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        for name, value in metrics.items():
+            print(f"{name:<20}{value:.4f}" if isinstance(value, float) else f"{name:<20}{value}")
+    return 0
+
+
 def _bench_loader(args) -> int:
     from colorize.bench import format_table, loader_benchmark
 
@@ -51,6 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--cache-dir", type=Path, default=None,
                          help="where 'cifar10' is downloaded (default: $COLORIZE_CACHE or ~/.cache/colorize)")
     prepare.set_defaults(run=_prepare)
+
+    train = commands.add_parser("train", help="train a model (under accelerate launch for several processes)")
+    train.add_argument("--config", help="a YAML recipe, e.g. configs/reference.yaml")
+    train.add_argument("--resume", help="continue the run in this directory from its last checkpoint")
+    train.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="dotted overrides of config settings, e.g. train.epochs=5 data.dir=data/x")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a run's best checkpoint")
+    evaluate.add_argument("--checkpoint", required=True, help="a run directory")
+    evaluate.add_argument("--data", help="a prepared directory (default: the run's data.dir)")
+    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.set_defaults(run=_evaluate)
 
     bench = commands.add_parser("bench", help="measure throughput")
     benches = bench.add_subparsers(dest="bench", required=True)

@@ -85,6 +85,7 @@ class TrainConfig:
     min_delta: float = 0.0  # improvement smaller than this does not count
     log_every: int = 20  # steps between logged train losses
     threads: Optional[int] = None  # torch threads per process; default: cores / local processes
+    channels_last: bool = True  # NHWC memory layout for the convolutions (faster on CPU and GPU)
 
     def __post_init__(self):
         _choice("train.mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))

@@ -30,11 +30,20 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def replace_directory(source: Path, target: Path) -> None:
     """Move the finished directory ``source`` to ``target``, replacing any older one."""
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
     if target.exists():
         os.replace(target, old)
     os.replace(source, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def staging_directory(path: Path) -> Path:
+    """An empty folder beside ``path`` to build its next version in (same name in every process)."""
+    staging = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
 
 
 def sha256_file(path: Path) -> str:

@@ -1,0 +1,1 @@
+"""The training engine on Accelerate: fit, evaluate, early stopping, checkpoints."""

@@ -1,0 +1,48 @@
+"""Evaluation: metrics of a model over a split, exact over any number of processes."""
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from colorize.config import ConfigError, load_config
+from colorize.data.loaders import SplitLoader, build_loaders
+from colorize.data.manifest import read_manifest
+from colorize.engine.checkpoint import CheckpointError, load_best
+from colorize.engine.runtime import create_accelerator
+from colorize.metrics import MetricSums
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: SplitLoader, accelerator: Accelerator) -> Dict[str, float]:
+    """Metrics of ``model`` (not DDP-wrapped) over ``loader``'s split, summed over processes."""
+    was_training = model.training
+    model.eval()
+    sums = MetricSums(accelerator.device)
+    with accelerator.autocast():
+        for batch in loader:
+            ab, logits = model(batch.l)
+            sums.update(batch.l, ab, batch.ab, logits, batch.label, batch.valid)
+    model.train(was_training)
+    return sums.compute(lambda total: accelerator.reduce(total, reduction="sum"))
+
+
+def evaluate_run(run_dir: Path, data_dir: Optional[str] = None, split: str = "test") -> Dict[str, float]:
+    """Metrics of ``run_dir``'s best model on ``split`` of ``data_dir`` (default: the run's own
+    data), with the run's loader and precision settings."""
+    if not (Path(run_dir) / "config.yaml").is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (it has no config.yaml)")
+    config = load_config(str(Path(run_dir) / "config.yaml"))
+    if data_dir is not None:
+        config.data.dir = str(data_dir)
+    config.data.eval_limit = None
+    accelerator = create_accelerator(config.train)
+    model, spec = load_best(run_dir, accelerator.device)
+    classes = read_manifest(Path(config.data.dir))["classes"]
+    if classes != spec["classes"]:
+        raise ConfigError(f"{config.data.dir} has classes {classes}, but {run_dir} was trained on "
+                          f"{spec['classes']}")
+    loader = build_loaders(config.data, rank=accelerator.process_index, world=accelerator.num_processes,
+                           device=accelerator.device, splits=(split,))[split]
+    return {**evaluate(model, loader, accelerator), "split": split, "processes": accelerator.num_processes}

@@ -1,0 +1,51 @@
+"""Process set-up for training and evaluation: the Accelerator, a guard against processes that
+were launched together but are not distributed, and the CPU thread count."""
+import os
+from typing import Optional
+
+import torch
+from accelerate import Accelerator
+
+from colorize.config import ConfigError, TrainConfig
+from colorize.errors import ColorizeError
+
+
+class NotDistributedError(ColorizeError):
+    """Several processes were launched but they do not form one distributed job."""
+
+
+def check_distributed(accelerator: Accelerator) -> None:
+    """Stop at once when the launcher started several processes that are not one DDP job
+    (they would each train an independent copy)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and accelerator.num_processes != launched:
+        raise NotDistributedError(
+            f"{launched} processes were launched (WORLD_SIZE={launched}) but they are not "
+            f"distributed (this one sees {accelerator.num_processes}); each would train its own "
+            "copy. Without GPUs, launch with `accelerate launch --config_file launch/cpu-ddp.yaml` "
+            "or set ACCELERATE_USE_CPU=1; with GPUs, check that every process sees CUDA."
+        )
+
+
+def set_thread_count(threads: Optional[int]) -> int:
+    """Torch threads per process: ``threads``, or the usable cores shared by this machine's processes."""
+    if threads is None:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        threads = max(1, len(os.sched_getaffinity(0)) // local)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def create_accelerator(config: TrainConfig, log_with: Optional[str] = None,
+                       project_dir: Optional[str] = None) -> Accelerator:
+    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("train.mixed_precision=fp16 needs a GPU; use bf16 or no on a CPU")
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.grad_accum,
+        log_with=log_with,
+        project_dir=project_dir,
+    )
+    check_distributed(accelerator)
+    set_thread_count(config.threads)
+    return accelerator

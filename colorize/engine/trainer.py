@@ -1,0 +1,248 @@
+"""``colorize train``: the training loop on Accelerate.
+
+One process or many (DDP under ``accelerate launch`` or ``torchrun``); mixed precision and
+gradient accumulation from the config; validation every epoch with early stopping on val ab
+L1, agreed by every process; ``last/`` and ``best/`` checkpoints every epoch; and, at the end,
+the test metrics of the best checkpoint. Everything a run produces lands in ``run.dir``:
+``config.yaml``, ``last/``, ``best/`` and ``metrics.json``.
+"""
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm import tqdm
+
+from colorize.config import Config, load_config, save_config
+from colorize.data.loaders import SplitLoader, build_loaders, per_process_batch_size
+from colorize.data.manifest import read_manifest
+from colorize.engine import checkpoint
+from colorize.engine.early_stopping import EarlyStopping
+from colorize.engine.evaluate import evaluate
+from colorize.engine.runtime import create_accelerator
+from colorize.errors import ColorizeError
+from colorize.io import atomic_write_text
+from colorize.losses import colorization_loss
+from colorize.models import create_model, model_kwargs
+
+METRICS = "metrics.json"
+_LOSSES = ("total", "color", "class")
+
+
+class TrainingDiverged(ColorizeError):
+    """The loss became NaN or infinite."""
+
+
+class RunExists(ColorizeError):
+    """A new run would overwrite an existing one."""
+
+
+@dataclass
+class TrainState:
+    """Progress saved in every ``last/`` checkpoint (registered with the Accelerator)."""
+
+    early_stopping: EarlyStopping
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    history: List[dict] = field(default_factory=list)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "history": self.history,
+                "early_stopping": self.early_stopping.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
+        self.early_stopping.load_state_dict(state["early_stopping"])
+
+
+class _Window:
+    """Loss sums and timings since the last log line, summed over processes when read."""
+
+    def __init__(self, device: torch.device):
+        self.sums = torch.zeros(len(_LOSSES) + 1, dtype=torch.float64, device=device)
+        self.wait = self.seconds = 0.0
+        self.started = time.perf_counter()
+
+    def add(self, losses: Dict[str, torch.Tensor], images: int, wait: float) -> None:
+        parts = [losses[name].detach().double() * images for name in _LOSSES]
+        self.sums += torch.stack(parts + [torch.tensor(float(images), dtype=torch.float64,
+                                                       device=self.sums.device)])
+        self.wait += wait
+
+    def read(self, accelerator: Accelerator) -> Dict[str, float]:
+        """Global mean losses, images/s and the fraction of time spent waiting for data."""
+        sums = accelerator.reduce(self.sums.clone(), reduction="sum").tolist()
+        seconds = time.perf_counter() - self.started
+        images = sums[-1]
+        values = {f"loss_{name}" if name != "total" else "loss": s / max(images, 1)
+                  for name, s in zip(_LOSSES, sums)}
+        values.update(images=images, seconds=seconds, images_per_s=images / max(seconds, 1e-9),
+                      data_wait_fraction=self.wait / max(seconds, 1e-9))
+        return values
+
+
+def _check_finite(values: Dict[str, float], epoch: int, step: int, run_dir: Path) -> None:
+    if not math.isfinite(values["loss"]):
+        raise TrainingDiverged(
+            f"the training loss became {values['loss']} in epoch {epoch} (step {step}); stopped. "
+            f"The last good checkpoint is {run_dir / checkpoint.LAST} (resume with colorize train "
+            f"--resume {run_dir}); try a lower optim.lr or train.mixed_precision=no"
+        )
+
+
+def train_epoch(model, optimizer, loader: SplitLoader, accelerator: Accelerator, config: Config,
+                state: TrainState, epoch: int) -> Dict[str, float]:
+    """One pass over the training split; returns the epoch's global means and throughput."""
+    model.train()
+    loader.set_epoch(epoch)
+    run_dir, total = config.run.path, _Window(accelerator.device)
+    window = _Window(accelerator.device)
+    progress = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch",
+                    disable=not accelerator.is_local_main_process, leave=False, dynamic_ncols=True)
+    batches = iter(loader)
+    for index in range(len(loader)):
+        waited = time.perf_counter()
+        batch = next(batches)
+        waited = time.perf_counter() - waited
+        with accelerator.accumulate(model):
+            ab, logits = model(batch.l)
+            losses = colorization_loss(ab, batch.ab, logits, batch.label, config.loss)
+            accelerator.backward(losses["total"])
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        state.step += int(accelerator.sync_gradients)
+        window.add(losses, len(batch.l), waited)
+        total.add(losses, len(batch.l), waited)
+        progress.update()
+        if (index + 1) % config.train.log_every == 0 or index + 1 == len(loader):
+            values = window.read(accelerator)
+            _check_finite(values, epoch + 1, state.step, run_dir)
+            accelerator.log({f"train/{k}": v for k, v in values.items() if k not in ("images", "seconds")}
+                            | {"train/lr": optimizer.param_groups[0]["lr"], "epoch": epoch + 1},
+                            step=state.step)
+            progress.set_postfix(loss=f"{values['loss']:.3f}", img_s=f"{values['images_per_s']:.0f}")
+            window = _Window(accelerator.device)
+    progress.close()
+    return total.read(accelerator)
+
+
+def _write_metrics(run_dir: Path, config: Config, state: TrainState, accelerator: Accelerator,
+                   test: Optional[dict] = None) -> dict:
+    history = state.history
+    train_seconds = sum(h["train"]["seconds"] for h in history)
+    train_images = sum(h["train"]["images"] for h in history)
+    early = state.early_stopping
+    metrics = {
+        "run": config.run.name,
+        "world_size": accelerator.num_processes,
+        "batch_size_per_process": per_process_batch_size(config.data, accelerator.num_processes),
+        "mixed_precision": config.train.mixed_precision,
+        "device": str(accelerator.device),
+        "torch_threads": torch.get_num_threads(),
+        "epochs_run": state.epoch,
+        "stopped_early": early.should_stop,
+        "best_epoch": early.best_epoch,
+        "best_val_ab_l1": early.best,
+        "train_images_per_s": train_images / max(train_seconds, 1e-9),
+        "wall_time_s": sum(h["seconds"] for h in history),
+        "history": history,
+    }
+    if test is not None:
+        metrics["test"] = test
+    atomic_write_text(run_dir / METRICS, json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _prepare_run_dir(config: Config, resume: bool, accelerator: Accelerator) -> Path:
+    run_dir = config.run.path
+    if not resume and (run_dir / checkpoint.LAST).exists():
+        raise RunExists(f"{run_dir} already holds a run; resume it with colorize train --resume "
+                        f"{run_dir}, or pick another run.name or run.dir")
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+    return run_dir
+
+
+def train(config: Config, resume: bool = False) -> dict:
+    """Train (or, with ``resume``, continue) the run ``config.run.path``; returns its metrics."""
+    accelerator = create_accelerator(config.train)
+    run_dir = _prepare_run_dir(config, resume, accelerator)
+    set_seed(config.train.seed)
+    manifest = read_manifest(Path(config.data.dir))
+    world, rank = accelerator.num_processes, accelerator.process_index
+    loaders = build_loaders(config.data, seed=config.train.seed, rank=rank, world=world,
+                            device=accelerator.device)
+    spec = {"name": config.model.name, "classes": manifest["classes"],
+            "kwargs": model_kwargs(config.model, len(manifest["classes"]), manifest["resolution"])}
+    model = create_model(spec["name"], **spec["kwargs"])
+    if config.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    lr = config.optim.lr * (world if config.optim.scale_lr_with_world_size else 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.optim.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    state = TrainState(EarlyStopping(config.train.patience, config.train.min_delta))
+    accelerator.register_for_checkpointing(state)
+    if resume:
+        checkpoint.load_last(accelerator, run_dir)
+        for group in optimizer.param_groups:  # the config's rate wins over the saved one
+            group["lr"] = lr
+
+    plain_model = accelerator.unwrap_model(model)
+    for epoch in range(state.epoch, config.train.epochs):
+        if state.early_stopping.should_stop:
+            break
+        started = time.perf_counter()
+        train_values = train_epoch(model, optimizer, loaders["train"], accelerator, config, state, epoch)
+        val = evaluate(plain_model, loaders["val"], accelerator)
+        if state.early_stopping.update(val["ab_l1"], epoch + 1) and accelerator.is_main_process:
+            checkpoint.save_best(plain_model, spec, run_dir)
+        state.epoch = epoch + 1
+        state.history.append({"epoch": epoch + 1, "step": state.step, "train": train_values, "val": val,
+                              "seconds": time.perf_counter() - started})
+        accelerator.log({f"val/{k}": v for k, v in val.items()} | {"epoch": epoch + 1}, step=state.step)
+        checkpoint.save_last(accelerator, run_dir)
+        if accelerator.is_main_process:
+            _write_metrics(run_dir, config, state, accelerator)
+            _print_epoch(state.history[-1], state.early_stopping)
+        if state.early_stopping.should_stop:
+            accelerator.set_trigger()
+        if accelerator.check_trigger():
+            break
+
+    accelerator.wait_for_everyone()
+    best, _ = checkpoint.load_best(run_dir, accelerator.device)
+    test = evaluate(best, loaders["test"], accelerator)
+    metrics = None
+    if accelerator.is_main_process:
+        metrics = _write_metrics(run_dir, config, state, accelerator, test)
+        print(f"test of best epoch {state.early_stopping.best_epoch}: " + _format(test))
+    accelerator.end_training()
+    return metrics
+
+
+def _format(values: dict) -> str:
+    return (f"ab L1 {values['ab_l1']:.3f}, PSNR {values['psnr']:.2f} dB, colourfulness ratio "
+            f"{values['colorfulness_ratio']:.3f}, accuracy {values['accuracy']:.3f}")
+
+
+def _print_epoch(entry: dict, early: EarlyStopping) -> None:
+    train = entry["train"]
+    marker = " (best)" if early.best_epoch == entry["epoch"] else ""
+    print(f"epoch {entry['epoch']}: train loss {train['loss']:.4f} at {train['images_per_s']:.0f} img/s; "
+          f"val {_format(entry['val'])}{marker}", flush=True)
+
+
+def train_from_cli(config_path: Optional[str], overrides: List[str], resume: Optional[str]) -> dict:
+    """``colorize train``: a new run from a config, or ``--resume RUN_DIR`` with its saved config."""
+    if resume is not None:
+        saved = Path(resume) / "config.yaml"
+        if not saved.is_file():
+            raise checkpoint.CheckpointError(f"{resume} is not a run directory (it has no config.yaml)")
+        return train(load_config(str(saved), [*overrides, f"run.dir={resume}"]), resume=True)
+    return train(load_config(config_path, overrides))

@@ -1,0 +1,72 @@
+"""Evaluation metrics, accumulated as sums and counts so they are exact over any number of
+processes: each process adds its own real samples (padding duplicates excluded), and the
+sums are added across processes before dividing.
+
+- ``ab_l1``: mean |ab error| per value, in ab units (the report's metric);
+- ``psnr``: mean per-image PSNR (dB) of the RGB made of the true L and the predicted ab,
+  against the original;
+- ``colorfulness_pred`` / ``colorfulness_true`` and their ``colorfulness_ratio``: mean
+  colourfulness (Hasler and Suesstrunk 2003) of predicted and original images;
+- ``accuracy``: top-1 class accuracy.
+"""
+from typing import Callable, Dict, Optional
+
+import torch
+
+from colorize.color import join_lab, lab_to_rgb
+
+_SUMS = ("ab_abs", "ab_values", "psnr", "colorfulness_pred", "colorfulness_true", "correct", "images")
+
+
+def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
+    """Hasler-Suesstrunk colourfulness of each image of an RGB batch in [0, 1] (0-255 scale)."""
+    r, g, b = (rgb.flatten(2) * 255).unbind(1)
+    rg, yb = r - g, 0.5 * (r + g) - b
+    spread = torch.sqrt(rg.var(dim=1, unbiased=False) + yb.var(dim=1, unbiased=False))
+    offset = torch.sqrt(rg.mean(dim=1) ** 2 + yb.mean(dim=1) ** 2)
+    return spread + 0.3 * offset
+
+
+def psnr(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of RGB batches in [0, 1] (capped at 100 dB for identical images)."""
+    mse = (pred - true).pow(2).flatten(1).mean(dim=1)
+    return 10 * torch.log10(1 / mse.clamp_min(1e-10))
+
+
+class MetricSums:
+    """Running float64 sums of one process; ``compute`` reduces them and divides."""
+
+    def __init__(self, device: torch.device):
+        self.sums = torch.zeros(len(_SUMS), dtype=torch.float64, device=device)
+
+    def update(self, l: torch.Tensor, ab_pred: torch.Tensor, ab_true: torch.Tensor,
+               logits: torch.Tensor, labels: torch.Tensor, valid: Optional[torch.Tensor] = None) -> None:
+        if valid is not None and not bool(valid.all()):
+            l, ab_pred, ab_true, logits, labels = (t[valid] for t in (l, ab_pred, ab_true, logits, labels))
+        l, ab_pred, ab_true = l.float(), ab_pred.float(), ab_true.float()
+        rgb_pred, rgb_true = lab_to_rgb(join_lab(l, ab_pred)), lab_to_rgb(join_lab(l, ab_true))
+        batch = torch.stack((
+            (ab_pred - ab_true).abs().sum(dtype=torch.float64),
+            torch.tensor(ab_true.numel(), dtype=torch.float64, device=l.device),
+            psnr(rgb_pred, rgb_true).sum(dtype=torch.float64),
+            colorfulness(rgb_pred).sum(dtype=torch.float64),
+            colorfulness(rgb_true).sum(dtype=torch.float64),
+            (logits.argmax(dim=1) == labels).sum(dtype=torch.float64),
+            torch.tensor(len(labels), dtype=torch.float64, device=l.device),
+        ))
+        self.sums += batch
+
+    def compute(self, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> Dict[str, float]:
+        """The metrics over every process; ``reduce`` sums a tensor across processes."""
+        total = dict(zip(_SUMS, reduce(self.sums.clone()).tolist()))
+        images = max(total["images"], 1)
+        pred, true = total["colorfulness_pred"] / images, total["colorfulness_true"] / images
+        return {
+            "ab_l1": total["ab_abs"] / max(total["ab_values"], 1),
+            "psnr": total["psnr"] / images,
+            "colorfulness_pred": pred,
+            "colorfulness_true": true,
+            "colorfulness_ratio": pred / true if true else 0.0,
+            "accuracy": total["correct"] / images,
+            "images": int(total["images"]),
+        }
