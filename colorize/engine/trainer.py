@@ -29,6 +29,8 @@ from colorize.errors import ColorizeError
 from colorize.io import atomic_write_text
 from colorize.losses import colorization_loss
 from colorize.models import create_model, model_kwargs
+from colorize.engine.visuals import EpochVisuals
+from colorize.tracking import RunTracker, accelerate_log_with
 
 METRICS = "metrics.json"
 _LOSSES = ("total", "color", "class")
@@ -50,14 +52,16 @@ class TrainState:
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken
     history: List[dict] = field(default_factory=list)
+    tracking_id: Optional[str] = None  # the W&B run to continue
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "step": self.step, "history": self.history,
-                "early_stopping": self.early_stopping.state_dict()}
+                "early_stopping": self.early_stopping.state_dict(), "tracking_id": self.tracking_id}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
         self.early_stopping.load_state_dict(state["early_stopping"])
+        self.tracking_id = state["tracking_id"]
 
 
 class _Window:
@@ -171,7 +175,7 @@ def _prepare_run_dir(config: Config, resume: bool, accelerator: Accelerator) -> 
 
 def train(config: Config, resume: bool = False) -> dict:
     """Train (or, with ``resume``, continue) the run ``config.run.path``; returns its metrics."""
-    accelerator = create_accelerator(config.train)
+    accelerator = create_accelerator(config.train, log_with=accelerate_log_with(config.tracking))
     run_dir = _prepare_run_dir(config, resume, accelerator)
     set_seed(config.train.seed)
     manifest = read_manifest(Path(config.data.dir))
@@ -192,6 +196,10 @@ def train(config: Config, resume: bool = False) -> dict:
         checkpoint.load_last(accelerator, run_dir)
         for group in optimizer.param_groups:  # the config's rate wins over the saved one
             group["lr"] = lr
+    tracker = RunTracker(config, accelerator, run_dir, state.tracking_id)
+    state.tracking_id = tracker.run_id
+    visuals = EpochVisuals(config, manifest["classes"], accelerator, tracker) \
+        if accelerator.is_main_process else None
 
     plain_model = accelerator.unwrap_model(model)
     for epoch in range(state.epoch, config.train.epochs):
@@ -206,6 +214,8 @@ def train(config: Config, resume: bool = False) -> dict:
         state.history.append({"epoch": epoch + 1, "step": state.step, "train": train_values, "val": val,
                               "seconds": time.perf_counter() - started})
         accelerator.log({f"val/{k}": v for k, v in val.items()} | {"epoch": epoch + 1}, step=state.step)
+        if visuals is not None:
+            visuals.grid(plain_model, epoch + 1, state.step)
         checkpoint.save_last(accelerator, run_dir)
         if accelerator.is_main_process:
             _write_metrics(run_dir, config, state, accelerator)
@@ -222,6 +232,8 @@ def train(config: Config, resume: bool = False) -> dict:
     if accelerator.is_main_process:
         metrics = _write_metrics(run_dir, config, state, accelerator, test)
         print(f"test of best epoch {state.early_stopping.best_epoch}: " + _format(test))
+        tracker.summarize({f"test/{k}": v for k, v in test.items()})
+        visuals.test_table(best, state.step)
     accelerator.end_training()
     return metrics
 

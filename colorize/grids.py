@@ -1,0 +1,141 @@
+"""Colour grids: a fixed set of validation images colourized by the model, shown as sets of
+three rows (grey input, prediction, ground truth) with each column captioned by class and
+per-image error; and the test images the model colourizes worst and best."""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch import nn
+
+from colorize.color import join_lab, lab_to_rgb
+from colorize.data.loaders import SplitLoader
+from colorize.io import atomic_path
+
+SCALE = 2  # each pixel drawn as SCALE x SCALE
+PAD = 2
+LABEL_WIDTH = 44
+CAPTION_HEIGHT = 26
+COLUMNS = 10
+ROWS = ("grey", "pred", "true")
+
+
+@dataclass
+class Samples:
+    """A few images of a split, kept in memory."""
+
+    l: torch.Tensor  # (K, 1, R, R)
+    ab: torch.Tensor  # (K, 2, R, R)
+    label: torch.Tensor  # (K,)
+    index: torch.Tensor  # (K,) positions in the split
+
+
+def pick_per_class(loader: SplitLoader, num_classes: int, per_class: int) -> Samples:
+    """The first ``per_class`` images of every class, in split order (always the same ones).
+    ``loader`` must be a single-process evaluation loader."""
+    kept = {name: [] for name in ("l", "ab", "label", "index")}
+    counts = [0] * num_classes
+    for batch in loader:
+        for i, label in enumerate(batch.label.tolist()):
+            if counts[label] < per_class:
+                counts[label] += 1
+                for name in kept:
+                    kept[name].append(getattr(batch, name)[i].clone())
+        if min(counts) >= per_class:
+            break
+    order = np.argsort([int(label) for label in kept["label"]], kind="stable")
+    return Samples(**{name: torch.stack([values[i] for i in order]) for name, values in kept.items()})
+
+
+def image_errors(ab_pred: torch.Tensor, ab_true: torch.Tensor) -> torch.Tensor:
+    """Mean |ab error| of each image, in ab units."""
+    return (ab_pred.float() - ab_true.float()).abs().flatten(1).mean(dim=1)
+
+
+def to_uint8(l: torch.Tensor, ab: torch.Tensor) -> np.ndarray:
+    """L and ab batches -> (N, R, R, 3) uint8 RGB."""
+    rgb = lab_to_rgb(join_lab(l.float(), ab.float()))
+    return (rgb * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, l: torch.Tensor, autocast) -> tuple:
+    """(ab, predicted class) of ``model`` for a batch of L, in eval mode."""
+    was_training = model.training
+    model.eval()
+    with autocast():
+        ab, logits = model(l)
+    model.train(was_training)
+    return ab.float(), logits.argmax(dim=1)
+
+
+def grid_size(count: int, resolution: int, columns: int = COLUMNS) -> tuple:
+    """(width, height) in pixels of the grid of ``count`` samples."""
+    tile = resolution * SCALE + PAD
+    sets = -(-count // columns)
+    return LABEL_WIDTH + min(count, columns) * tile, sets * (len(ROWS) * tile + CAPTION_HEIGHT)
+
+
+def render_grid(l: torch.Tensor, ab_pred: torch.Tensor, ab_true: torch.Tensor, captions: Sequence[str],
+                columns: int = COLUMNS) -> Image.Image:
+    """Sets of ``columns`` samples; each set is three rows of tiles and a caption strip."""
+    rows = [to_uint8(l, torch.zeros_like(ab_true)), to_uint8(l, ab_pred), to_uint8(l, ab_true)]
+    resolution = l.shape[-1]
+    tile = resolution * SCALE + PAD
+    canvas = Image.new("RGB", grid_size(len(l), resolution, columns), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    set_height = len(ROWS) * tile + CAPTION_HEIGHT
+    for i in range(len(l)):
+        top, left = (i // columns) * set_height, LABEL_WIDTH + (i % columns) * tile
+        for r, images in enumerate(rows):
+            picture = Image.fromarray(images[i]).resize((tile - PAD,) * 2, Image.Resampling.NEAREST)
+            canvas.paste(picture, (left, top + r * tile))
+        draw.text((left, top + len(ROWS) * tile), captions[i], fill="black", font=font, spacing=1)
+    for s in range(-(-len(l) // columns)):
+        for r, name in enumerate(ROWS):
+            draw.text((2, s * set_height + r * tile + tile // 2 - 6), name, fill="black", font=font)
+    return canvas
+
+
+def epoch_grid(model: nn.Module, samples: Samples, classes: List[str], autocast) -> Image.Image:
+    ab, _ = predict(model, samples.l, autocast)
+    errors = image_errors(ab, samples.ab).tolist()
+    captions = [f"{classes[label]}\n{error:.1f}" for label, error in zip(samples.label.tolist(), errors)]
+    return render_grid(samples.l, ab, samples.ab, captions)
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    with atomic_path(path) as temporary:
+        image.save(temporary, format="PNG")
+
+
+class Extremes:
+    """The ``count`` images with the largest and the smallest error seen so far."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.worst = self.best = None
+
+    def _merge(self, kept, batch, largest: bool):
+        merged = batch if kept is None else {k: torch.cat((kept[k], batch[k])) for k in batch}
+        order = merged["error"].topk(min(self.count, len(merged["error"])), largest=largest).indices
+        return {k: v[order] for k, v in merged.items()}
+
+    def add(self, l, ab_true, ab_pred, label, predicted) -> None:
+        batch = {"l": l.float(), "ab": ab_true.float(), "ab_pred": ab_pred.float(), "label": label,
+                 "predicted": predicted, "error": image_errors(ab_pred, ab_true)}
+        self.worst = self._merge(self.worst, batch, largest=True)
+        self.best = self._merge(self.best, batch, largest=False)
+
+
+@torch.no_grad()
+def test_extremes(model: nn.Module, loader: SplitLoader, autocast, count: int = 8) -> Extremes:
+    """One pass over a single-process loader, keeping the worst and best colourized images."""
+    extremes = Extremes(count)
+    for batch in loader:
+        ab, predicted = predict(model, batch.l, autocast)
+        extremes.add(batch.l, batch.ab, ab, batch.label, predicted)
+    return extremes
