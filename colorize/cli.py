@@ -45,6 +45,17 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _colorize(args) -> int:
+    from colorize.inference import colorize_files
+
+    report = colorize_files(Path(args.checkpoint), args.inputs, Path(args.out), batch_size=args.batch_size)
+    for line in report.failed:
+        print(f"colorize colorize: error: {line}", file=sys.stderr)
+    print(f"colourized {len(report.written)} images into {args.out}"
+          + (f"; {len(report.failed)} failed" if report.failed else ""))
+    return 1 if report.failed else 0
+
+
 def _bench_loader(args) -> int:
     from colorize.bench import format_table, loader_benchmark
 
@@ -86,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.set_defaults(run=_evaluate)
+
+    colorize = commands.add_parser("colorize", help="colourize your own images with a trained run")
+    colorize.add_argument("--checkpoint", required=True, help="a run directory (its best/ model is used)")
+    colorize.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, directories or globs")
+    colorize.add_argument("--out", required=True, help="directory for the colourized PNGs")
+    colorize.add_argument("--batch-size", type=int, default=16)
+    colorize.set_defaults(run=_colorize)
 
     bench = commands.add_parser("bench", help="measure throughput")
     benches = bench.add_subparsers(dest="bench", required=True)

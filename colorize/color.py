@@ -52,19 +52,42 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     return torch.stack((116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)), dim=1)
 
 
-def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
-    """CIELAB, shape (N, 3, H, W) -> sRGB in [0, 1]; out-of-gamut colours are clipped."""
-    _check_nchw(lab, "lab")
+def _lab_to_unclipped_rgb(lab: torch.Tensor) -> torch.Tensor:
     l, a, b = lab.unbind(1)
     fy = (l + 16) / 116
     f = torch.stack((fy + a / 500, fy, (fy - b / 200).clamp_min(0)), dim=1)
     xyz = torch.where(f > 0.2068966, f**3, (f - 16 / 116) / _KAPPA) * _white(lab)
     rgb_from_xyz = torch.linalg.inv(_matrix(_XYZ_FROM_RGB, lab).double()).to(lab.dtype)
     linear = _channel_matmul(rgb_from_xyz, xyz)
-    rgb = torch.where(
+    return torch.where(
         linear > 0.0031308, 1.055 * linear.clamp_min(0.0031308) ** (1 / 2.4) - 0.055, 12.92 * linear
     )
-    return rgb.clamp(0, 1)
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """CIELAB, shape (N, 3, H, W) -> sRGB in [0, 1]; out-of-gamut colours are clipped."""
+    _check_nchw(lab, "lab")
+    return _lab_to_unclipped_rgb(lab).clamp(0, 1)
+
+
+def lab_to_rgb_keeping_l(lab: torch.Tensor, steps: int = 12) -> torch.Tensor:
+    """Like :func:`lab_to_rgb`, but an out-of-gamut colour keeps its L and hue and loses
+    chroma (ab scaled towards 0, found by bisection) instead of being clipped per channel."""
+    _check_nchw(lab, "lab")
+    tolerance = 0.5 / 255
+
+    def fits(scale: torch.Tensor) -> torch.Tensor:
+        rgb = _lab_to_unclipped_rgb(torch.cat((lab[:, :1], lab[:, 1:] * scale), dim=1))
+        return ((rgb >= -tolerance) & (rgb <= 1 + tolerance)).all(dim=1, keepdim=True)
+
+    low, high = torch.zeros_like(lab[:, :1]), torch.ones_like(lab[:, :1])
+    inside = fits(high)
+    for _ in range(steps):
+        middle = (low + high) / 2
+        ok = fits(middle)
+        low, high = torch.where(ok, middle, low), torch.where(ok, high, middle)
+    scale = torch.where(inside, high, low)
+    return lab_to_rgb(torch.cat((lab[:, :1], lab[:, 1:] * scale), dim=1))
 
 
 def normalize_l(l: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,108 @@
+"""``colorize colorize``: colourize image files of any size and mode with a trained checkpoint.
+
+The network sees the image's L channel resized to its own resolution; the predicted ab is
+upsampled to the original size and joined with the original full-resolution L, so detail is
+kept (colours outside the sRGB gamut lose chroma rather than L). Outputs are PNGs with the input's name and size. A file that cannot be read is reported
+by name and skipped; the rest are still processed.
+"""
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, List, Optional, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from colorize.color import join_lab, lab_to_rgb_keeping_l, rgb_to_lab
+from colorize.engine.checkpoint import load_best
+from colorize.errors import ColorizeError
+from colorize.images import UnreadableImage, read_rgb
+from colorize.io import atomic_path
+
+
+@dataclass
+class Report:
+    written: List[Path] = field(default_factory=list)
+    failed: List[str] = field(default_factory=list)  # one line per file: its name and why
+
+
+def expand_inputs(inputs: Iterable[str]) -> Tuple[List[Path], List[str]]:
+    """Files named directly, the files inside named directories, and glob matches, in order;
+    plus one error line per input that matches nothing."""
+    files, errors = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        else:
+            matches = sorted(Path(m) for m in glob.glob(item) if os.path.isfile(m))
+            if matches:
+                files += matches
+            else:
+                errors.append(f"{item}: no such file, directory or matching glob")
+    unique = list(dict.fromkeys(files))
+    return unique, errors
+
+
+def _network_input(l: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Full-resolution L (1, 1, H, W) -> (1, 1, R, R), antialiased."""
+    return F.interpolate(l, size=(resolution, resolution), mode="bilinear", antialias=True,
+                         align_corners=False)
+
+
+@torch.no_grad()
+def colorize_batch(model, images: List[Image.Image], resolution: int, device: torch.device) -> List[Image.Image]:
+    """Colourize RGB images of any sizes; each keeps its own size and L channel."""
+    full_l = []
+    for image in images:
+        rgb = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+        full_l.append(rgb_to_lab(rgb.to(device))[:, :1])
+    small = torch.cat([_network_input(l, resolution) for l in full_l])
+    ab_small, _ = model(small)
+    outputs = []
+    for l, ab in zip(full_l, ab_small.float()):
+        ab_full = F.interpolate(ab[None], size=l.shape[-2:], mode="bilinear", align_corners=False)
+        rgb = lab_to_rgb_keeping_l(join_lab(l, ab_full))[0]
+        outputs.append(Image.fromarray((rgb * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()))
+    return outputs
+
+
+def colorize_files(run_dir: Path, inputs: Iterable[str], out_dir: Path, batch_size: int = 16,
+                   device: Optional[torch.device] = None) -> Report:
+    """Colourize every readable image among ``inputs`` into ``out_dir`` as ``<name>.png``."""
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, spec = load_best(run_dir, device)
+    resolution = spec["kwargs"]["resolution"]
+    files, failed = expand_inputs(inputs)
+    report = Report(failed=failed)
+    targets = {}
+    for path in files:
+        target = Path(out_dir) / f"{path.stem}.png"
+        if target in targets.values():
+            report.failed.append(f"{path}: skipped, its output {target} would overwrite another input's")
+        else:
+            targets[path] = target
+    if not targets and not report.failed:
+        raise ColorizeError("no input images given")
+    pending = list(targets)
+    with tqdm(total=len(pending), desc="colourizing", unit=" images") as progress:
+        for start in range(0, len(pending), batch_size):
+            chunk, images = [], []
+            for path in pending[start:start + batch_size]:
+                try:
+                    images.append(read_rgb(path))
+                    chunk.append(path)
+                except UnreadableImage as error:
+                    report.failed.append(str(error))
+            for path, image in zip(chunk, colorize_batch(model, images, resolution, device) if chunk else []):
+                with atomic_path(targets[path]) as temporary:
+                    image.save(temporary, format="PNG")
+                report.written.append(targets[path])
+            progress.update(len(pending[start:start + batch_size]))
+    return report

@@ -1,0 +1,86 @@
+"""Colourizing people's own photos: any size and mode, L kept, bad files reported."""
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+from skimage.color import rgb2lab
+
+from colorize.color import lab_to_rgb_keeping_l
+from colorize.engine.checkpoint import save_best
+from colorize.inference import expand_inputs
+from colorize.models import create_model
+from conftest import run_cli
+
+PHOTOS = {"astronaut": skimage.data.astronaut(), "coffee": skimage.data.coffee(),
+          "chelsea": skimage.data.chelsea()}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory holding an (untrained) best checkpoint: enough to test the mechanics."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("run")
+    spec = {"name": "fusion", "classes": [str(i) for i in range(10)],
+            "kwargs": {"num_classes": 10, "resolution": 32, "width": 32, "global_hidden": 512,
+                       "global_dim": 128}}
+    model = create_model("fusion", **spec["kwargs"])
+    with torch.no_grad():  # make the untrained decoder predict strong colours
+        model.decoder[-1].bias.copy_(torch.tensor([0.4, -0.4]))
+    save_best(model, spec, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(PHOTOS["astronaut"]).save(folder / "astronaut.png")
+    Image.fromarray(PHOTOS["coffee"]).save(folder / "coffee.jpg", quality=95)
+    Image.fromarray(PHOTOS["chelsea"]).save(folder / "chelsea.png")
+    grey = skimage.data.camera()
+    Image.fromarray(grey).save(folder / "camera.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(folder / "camera16.png")  # 16-bit grey
+    Image.fromarray(PHOTOS["chelsea"]).convert("P").save(folder / "palette.png")
+    Image.fromarray(PHOTOS["chelsea"]).convert("RGBA").save(folder / "alpha.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_photos_keep_size_and_l_and_bad_files_are_reported(run_dir, photos, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("colorize", "--checkpoint", run_dir, photos, "--out", out, check=False)
+    assert result.returncode == 1  # one input failed
+    assert "notes.txt" in result.stderr and "Traceback" not in result.stderr
+    assert "colourized 7 images" in result.stdout
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["alpha.png", "astronaut.png", "camera.png", "camera16.png", "chelsea.png",
+                       "coffee.png", "palette.png"]
+    originals = {**PHOTOS, "coffee": np.asarray(Image.open(photos / "coffee.jpg")),
+                 "camera16": np.repeat(skimage.data.camera()[..., None], 3, axis=2)}
+    for name, original in originals.items():
+        colourized = np.asarray(Image.open(out / f"{name}.png"))
+        assert colourized.shape == original.shape, name
+        l_error = np.abs(rgb2lab(colourized)[..., 0] - rgb2lab(original)[..., 0])
+        assert l_error.max() < 0.5, name  # equal within 8-bit rounding
+        assert np.abs(rgb2lab(colourized)[..., 1:]).mean() > 2, name  # and coloured
+
+
+def test_globs_files_and_directories(photos, tmp_path):
+    files, errors = expand_inputs([str(photos / "a*.png"), str(photos / "coffee.jpg"), str(tmp_path / "none*")])
+    assert [f.name for f in files] == ["alpha.png", "astronaut.png", "coffee.jpg"]
+    assert len(errors) == 1 and "none*" in errors[0]
+    files, _ = expand_inputs([str(photos)])
+    assert len(files) == 8
+
+
+def test_missing_checkpoint_is_explained(tmp_path, photos):
+    result = run_cli("colorize", "--checkpoint", tmp_path, photos, "--out", tmp_path / "o", check=False)
+    assert result.returncode == 1 and "has no best/ checkpoint" in result.stderr
+
+
+def test_out_of_gamut_colours_keep_their_l():
+    lab = torch.tensor([[5.0, 60.0, -70.0], [95.0, -80.0, 90.0], [50.0, 10.0, 10.0]]).T.reshape(1, 3, 3, 1)
+    rgb = lab_to_rgb_keeping_l(lab)
+    back = rgb2lab(rgb[0].permute(1, 2, 0).numpy().astype(np.float64))
+    np.testing.assert_allclose(back[..., 0, 0], [5.0, 95.0, 50.0], atol=0.3)
+    np.testing.assert_allclose(back[2, 0, 1:], [10.0, 10.0], atol=0.05)  # in gamut: unchanged
