@@ -1,10 +1,16 @@
 # colorize: `make test` sets everything up from nothing and runs the tests; `make train` runs
-# the reference recipe. Variables: PYTHON, VENV, DATA (a --data source), DATA_DIR, PYTEST_ARGS.
+# the reference recipe on the hardware present.
+# Variables: PYTHON, VENV, DATA (a --data source), DATA_DIR, CONFIG, TRAIN_ARGS, PYTEST_ARGS.
 PYTHON ?= python3
 VENV ?= .venv
 DATA ?= cifar10
 DATA_DIR ?= data/cifar10
+CONFIG ?= configs/reference.yaml
+TRAIN_ARGS ?=
 PYTEST_ARGS ?=
+# All GPUs when there are any (one process each), otherwise two CPU processes with DDP.
+GPUS := $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+LAUNCH := $(if $(filter-out 0,$(GPUS)),--config_file launch/multi-gpu.yaml --num_processes $(GPUS),--config_file launch/cpu-ddp.yaml)
 # Debian packages FFCV needs to build, and the pkg-config names that show they are present.
 SYSTEM_PACKAGES := libturbojpeg0-dev libopencv-dev pkg-config g++
 PKG_CONFIG_NAMES := opencv4 libturbojpeg
@@ -46,6 +52,9 @@ test-fast: setup
 
 prepare: setup
 	$(BIN)/colorize prepare --data $(DATA) --out $(DATA_DIR)
+
+train: prepare
+	$(BIN)/accelerate launch $(LAUNCH) -m colorize train --config $(CONFIG) data.dir=$(DATA_DIR) $(TRAIN_ARGS)
 
 bench: setup
 	$(BIN)/colorize bench loader --data $(DATA_DIR)

@@ -34,9 +34,13 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from accelerate import PartialState
+
     from colorize.engine.evaluate import evaluate_run
 
     metrics = evaluate_run(Path(args.checkpoint), args.data, args.split)
+    if not PartialState().is_main_process:
+        return 0
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:

@@ -42,6 +42,8 @@ class MetricSums:
     def update(self, l: torch.Tensor, ab_pred: torch.Tensor, ab_true: torch.Tensor,
                logits: torch.Tensor, labels: torch.Tensor, valid: Optional[torch.Tensor] = None) -> None:
         if valid is not None and not bool(valid.all()):
+            if not bool(valid.any()):
+                return
             l, ab_pred, ab_true, logits, labels = (t[valid] for t in (l, ab_pred, ab_true, logits, labels))
         l, ab_pred, ab_true = l.float(), ab_pred.float(), ab_true.float()
         rgb_pred, rgb_true = lab_to_rgb(join_lab(l, ab_pred)), lab_to_rgb(join_lab(l, ab_true))

@@ -36,7 +36,7 @@ def synthetic_image(rng: np.random.Generator, label: int, size=(32, 32)) -> Imag
     return Image.fromarray((np.clip(base + ramp + noise, 0, 1) * 255).astype(np.uint8))
 
 
-def write_image_folder(root: Path, per_class=(40, 10), seed=0) -> Path:
+def write_image_folder(root: Path, per_class=(40, 11), seed=0) -> Path:
     """train/<class>/*.png and test/<class>/*.png with synthetic images."""
     rng = np.random.default_rng(seed)
     for split, count in zip(("train", "test"), per_class):
@@ -62,7 +62,7 @@ def small_source(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_dir(tmp_path_factory, small_source) -> Path:
-    """A prepared directory of the small synthetic source: 108 / 12 / 30 images."""
+    """A prepared directory of the small synthetic source: 108 / 12 / 33 images."""
     from colorize.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("small-prepared")

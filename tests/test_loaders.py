@@ -37,8 +37,8 @@ def test_ffcv_and_memory_loaders_yield_identical_batches(small_dir, split):
 def test_eval_order_is_sequential_and_complete(small_dir):
     test = loaders(small_dir, "ffcv", batch_size=8)["test"]
     batches = collect(test)
-    assert [len(b[3]) for b in batches] == [8, 8, 8, 6]  # the last partial batch is kept
-    assert torch.cat([b[3] for b in batches]).tolist() == list(range(30))
+    assert [len(b[3]) for b in batches] == [8, 8, 8, 8, 1]  # the last partial batch is kept
+    assert torch.cat([b[3] for b in batches]).tolist() == list(range(33))
     assert all(b[4].all() for b in batches)
 
 
@@ -88,7 +88,7 @@ def test_two_gloo_processes_see_every_sample_once(small_dir, tmp_path, kind):
     )
     seen = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     assert all(s["world"] == 2 for s in seen)
-    for split, count in (("train", 108), ("test", 30)):
+    for split, count in (("train", 108), ("test", 33)):
         real = sorted(seen[0][split]["real"] + seen[1][split]["real"])
         assert real == list(range(count)), split
     # 17 samples over 2 ranks: rank 1 gets one padding duplicate, flagged as not valid

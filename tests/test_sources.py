@@ -16,7 +16,7 @@ def test_image_folder_with_splits(small_source):
     assert images.classes == list(CLASSES)
     assert images.splits["train"].images.shape == (120, 32, 32, 3)
     assert images.splits["test"].images.dtype == np.uint8
-    assert np.bincount(images.splits["test"].labels).tolist() == [10, 10, 10]
+    assert np.bincount(images.splits["test"].labels).tolist() == [11, 11, 11]
 
 
 def test_tar_gz_of_a_folder_reads_the_same_without_unpacking(small_source, tmp_path):

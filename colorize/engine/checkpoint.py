@@ -66,5 +66,5 @@ def load_best(run_dir: Path, device: torch.device = torch.device("cpu")) -> Tupl
         )
     spec = json.loads((path / "model.json").read_text())
     model = create_model(spec["name"], **spec["kwargs"])
-    model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(device)))
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
     return model.to(device).eval(), spec

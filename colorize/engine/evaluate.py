@@ -45,4 +45,7 @@ def evaluate_run(run_dir: Path, data_dir: Optional[str] = None, split: str = "te
                           f"{spec['classes']}")
     loader = build_loaders(config.data, rank=accelerator.process_index, world=accelerator.num_processes,
                            device=accelerator.device, splits=(split,))[split]
-    return {**evaluate(model, loader, accelerator), "split": split, "processes": accelerator.num_processes}
+    metrics = {**evaluate(model, loader, accelerator), "split": split, "processes": accelerator.num_processes}
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # leave the process group cleanly
+    return metrics

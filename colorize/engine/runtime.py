@@ -1,10 +1,12 @@
 """Process set-up for training and evaluation: the Accelerator, a guard against processes that
 were launched together but are not distributed, and the CPU thread count."""
 import os
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast
+from torch import nn
 
 from colorize.config import ConfigError, TrainConfig
 from colorize.errors import ColorizeError
@@ -12,6 +14,10 @@ from colorize.errors import ColorizeError
 
 class NotDistributedError(ColorizeError):
     """Several processes were launched but they do not form one distributed job."""
+
+
+class OutOfSyncError(ColorizeError):
+    """The processes of one DDP job hold different models."""
 
 
 def check_distributed(accelerator: Accelerator) -> None:
@@ -41,6 +47,7 @@ def create_accelerator(config: TrainConfig, log_with: Optional[str] = None,
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("train.mixed_precision=fp16 needs a GPU; use bf16 or no on a CPU")
     accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),  # several processes without a GPU: DDP on gloo
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.grad_accum,
         log_with=log_with,
@@ -49,3 +56,20 @@ def create_accelerator(config: TrainConfig, log_with: Optional[str] = None,
     check_distributed(accelerator)
     set_thread_count(config.threads)
     return accelerator
+
+
+def sync_buffers(model: nn.Module, accelerator: Accelerator) -> None:
+    """Give every process the main process's buffers (BatchNorm statistics), as DDP does before
+    each forward pass, so evaluation and checkpoints agree across processes."""
+    if accelerator.num_processes > 1:
+        for buffer in model.buffers():
+            buffer.copy_(broadcast(buffer.clone(), from_process=0))
+
+
+def parameter_checksums(model: nn.Module, accelerator: Accelerator) -> List[float]:
+    """One checksum of the model per process; raises :class:`OutOfSyncError` if they differ."""
+    local = torch.stack([t.detach().double().sum() for t in model.state_dict().values()])
+    everyone = accelerator.gather(local[None])
+    if not torch.equal(everyone, everyone[:1].expand_as(everyone)):
+        raise OutOfSyncError("the model differs between processes; the distributed setup is broken")
+    return everyone.sum(dim=1).tolist()

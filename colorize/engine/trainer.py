@@ -24,7 +24,7 @@ from colorize.data.manifest import read_manifest
 from colorize.engine import checkpoint
 from colorize.engine.early_stopping import EarlyStopping
 from colorize.engine.evaluate import evaluate
-from colorize.engine.runtime import create_accelerator
+from colorize.engine.runtime import create_accelerator, parameter_checksums, sync_buffers
 from colorize.errors import ColorizeError
 from colorize.io import atomic_write_text
 from colorize.losses import colorization_loss
@@ -108,6 +108,7 @@ def train_epoch(model, optimizer, loader: SplitLoader, accelerator: Accelerator,
     window = _Window(accelerator.device)
     progress = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch",
                     disable=not accelerator.is_local_main_process, leave=False, dynamic_ncols=True)
+    seen = torch.zeros(loader.num_samples, dtype=torch.int32, device=accelerator.device)
     batches = iter(loader)
     for index in range(len(loader)):
         waited = time.perf_counter()
@@ -120,6 +121,7 @@ def train_epoch(model, optimizer, loader: SplitLoader, accelerator: Accelerator,
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         state.step += int(accelerator.sync_gradients)
+        seen.index_add_(0, batch.index, torch.ones_like(batch.index, dtype=torch.int32))
         window.add(losses, len(batch.l), waited)
         total.add(losses, len(batch.l), waited)
         progress.update()
@@ -132,7 +134,10 @@ def train_epoch(model, optimizer, loader: SplitLoader, accelerator: Accelerator,
             progress.set_postfix(loss=f"{values['loss']:.3f}", img_s=f"{values['images_per_s']:.0f}")
             window = _Window(accelerator.device)
     progress.close()
-    return total.read(accelerator)
+    seen = accelerator.reduce(seen, reduction="sum")
+    coverage = {"samples_seen_once": int((seen == 1).sum()), "samples_unseen": int((seen == 0).sum()),
+                "samples_repeated": int((seen > 1).sum())}
+    return total.read(accelerator) | coverage
 
 
 def _write_metrics(run_dir: Path, config: Config, state: TrainState, accelerator: Accelerator,
@@ -207,12 +212,14 @@ def train(config: Config, resume: bool = False) -> dict:
             break
         started = time.perf_counter()
         train_values = train_epoch(model, optimizer, loaders["train"], accelerator, config, state, epoch)
+        sync_buffers(plain_model, accelerator)
+        checksums = parameter_checksums(plain_model, accelerator)
         val = evaluate(plain_model, loaders["val"], accelerator)
         if state.early_stopping.update(val["ab_l1"], epoch + 1) and accelerator.is_main_process:
             checkpoint.save_best(plain_model, spec, run_dir)
         state.epoch = epoch + 1
         state.history.append({"epoch": epoch + 1, "step": state.step, "train": train_values, "val": val,
-                              "seconds": time.perf_counter() - started})
+                              "model_checksums": checksums, "seconds": time.perf_counter() - started})
         accelerator.log({f"val/{k}": v for k, v in val.items()} | {"epoch": epoch + 1}, step=state.step)
         if visuals is not None:
             visuals.grid(plain_model, epoch + 1, state.step)
@@ -223,6 +230,8 @@ def train(config: Config, resume: bool = False) -> dict:
         if state.early_stopping.should_stop:
             accelerator.set_trigger()
         if accelerator.check_trigger():
+            print(f"[process {rank}] stopping early after epoch {epoch + 1}: val ab L1 has not improved "
+                  f"for {config.train.patience} epochs", flush=True)
             break
 
     accelerator.wait_for_everyone()
@@ -234,6 +243,7 @@ def train(config: Config, resume: bool = False) -> dict:
         print(f"test of best epoch {state.early_stopping.best_epoch}: " + _format(test))
         tracker.summarize({f"test/{k}": v for k, v in test.items()})
         visuals.test_table(best, state.step)
+    accelerator.wait_for_everyone()
     accelerator.end_training()
     return metrics
 
