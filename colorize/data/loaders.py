@@ -1,0 +1,226 @@
+"""Loaders of prepared splits: batches of (L, ab, label) on the training device.
+
+Two interchangeable kinds, chosen by ``data.loader``:
+
+- ``ffcv``: FFCV reads the ``.beton`` file (random order for train, sequential for eval,
+  ``distributed=True`` under several processes);
+- ``memory``: the whole split lives as one tensor on the device; a batch is one indexing op.
+
+Both visit samples in exactly FFCV's order (a seeded permutation per epoch, or PyTorch's
+``DistributedSampler`` rule under several processes), so they yield the same batches. Each
+batch says which samples are the duplicates that distributed sampling pads with, so metrics
+can count every sample exactly once.
+"""
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DistributedSampler
+
+from colorize.config import ConfigError, DataConfig
+from colorize.data import manifest as mf
+from colorize.data.threads import keep_torch_threads
+
+
+@dataclass
+class Batch:
+    l: torch.Tensor  # (B, 1, R, R) float32, L in [0, 100]
+    ab: torch.Tensor  # (B, 2, R, R) float32, ab units
+    label: torch.Tensor  # (B,) int64
+    index: torch.Tensor  # (B,) int64, each sample's position in its split
+    valid: torch.Tensor  # (B,) bool, False for padding duplicates of distributed sampling
+
+
+@dataclass(frozen=True)
+class LoaderSpec:
+    """Everything one process's loader of one split needs to know."""
+
+    path: Path
+    count: int  # samples in the split (after any limit)
+    batch_size: int  # per process
+    train: bool  # random order, flips, drop the last partial batch
+    storage_dtype: str
+    seed: int = 0
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+    hflip: bool = True
+    num_workers: int = 1
+    os_cache: bool = True
+
+
+def epoch_order(count: int, epoch: int, shuffle: bool, seed: int, rank: int, world: int) -> np.ndarray:
+    """Positions this process visits in ``epoch``, in order: FFCV's own rule."""
+    if world == 1:
+        return np.random.default_rng(seed + epoch).permutation(count) if shuffle else np.arange(count)
+    sampler = DistributedSampler(range(count), world, rank, shuffle=shuffle, seed=seed, drop_last=False)
+    sampler.set_epoch(epoch)
+    return np.fromiter(sampler, dtype=np.int64, count=len(sampler))
+
+
+def _flip_generator(spec: LoaderSpec, epoch: int) -> torch.Generator:
+    state = np.random.SeedSequence([spec.seed, epoch, spec.rank]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+class SplitLoader:
+    """Batches of one split for this process. ``set_epoch`` before iterating, as with
+    ``DistributedSampler``; the last partial batch is dropped for training only.
+
+    A batch is valid until the next one is requested (FFCV reuses its buffers): clone what
+    you keep."""
+
+    def __init__(self, spec: LoaderSpec):
+        self.spec = spec
+        self.epoch = 0
+        per_process = math.ceil(spec.count / spec.world)
+        self._batches = (per_process // spec.batch_size if spec.train
+                         else math.ceil(per_process / spec.batch_size))
+        self._real = len(range(spec.rank, spec.count, spec.world))  # the rest is padding
+
+    def __len__(self) -> int:
+        return self._batches
+
+    @property
+    def num_samples(self) -> int:
+        """Real samples of the split, over all processes."""
+        return self.spec.count
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _raw_batches(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(lab in storage dtype, label, index) batches, in this epoch's order."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Batch]:
+        spec = self.spec
+        flips = _flip_generator(spec, self.epoch) if spec.train and spec.hflip else None
+        start = 0
+        for lab, label, index in self._raw_batches():
+            lab = lab.to(spec.device, non_blocking=True)
+            if spec.storage_dtype == "float16":
+                lab = lab.view(torch.float16)
+            lab = lab.float()
+            if flips is not None:  # in place: the batch is this loader's to change
+                chosen = (torch.rand(len(lab), generator=flips) < 0.5).nonzero().view(-1).to(spec.device)
+                lab.index_copy_(0, chosen, lab.index_select(0, chosen).flip(-1))
+            positions = torch.arange(start, start + len(lab), device=spec.device)
+            start += len(lab)
+            yield Batch(
+                l=lab[:, :1],
+                ab=lab[:, 1:],
+                label=label.to(spec.device, non_blocking=True).view(-1),
+                index=index.to(spec.device, non_blocking=True).view(-1),
+                valid=positions < self._real,
+            )
+
+
+def _ffcv_loader(spec: LoaderSpec, batch_size: int, order: str, distributed: bool, drop_last: bool):
+    with keep_torch_threads():
+        import ffcv.fields.basics
+        import ffcv.fields.ndarray
+        import ffcv.loader
+        import ffcv.transforms
+
+        return ffcv.loader.Loader(
+            str(spec.path),
+            batch_size=batch_size,
+            num_workers=spec.num_workers,
+            os_cache=spec.os_cache,
+            order=getattr(ffcv.loader.OrderOption, order),
+            distributed=distributed,
+            seed=spec.seed,
+            indices=np.arange(spec.count),
+            drop_last=drop_last,
+            pipelines={
+                "lab": [ffcv.fields.ndarray.NDArrayDecoder(), ffcv.transforms.ToTensor()],
+                "label": [ffcv.fields.basics.IntDecoder(), ffcv.transforms.ToTensor()],
+                "index": [ffcv.fields.basics.IntDecoder(), ffcv.transforms.ToTensor()],
+            },
+        )
+
+
+class FfcvLoader(SplitLoader):
+    """Reads the split's ``.beton`` file with FFCV, batch by batch."""
+
+    def __init__(self, spec: LoaderSpec):
+        super().__init__(spec)
+        order = "RANDOM" if spec.train else "SEQUENTIAL"
+        self.loader = _ffcv_loader(spec, spec.batch_size, order, spec.world > 1, spec.train)
+
+    def _raw_batches(self):
+        self.loader.next_epoch = self.epoch
+        with keep_torch_threads():
+            return iter(self.loader)
+
+
+class MemoryLoader(SplitLoader):
+    """Holds the whole split as one tensor on the device; batches are index operations."""
+
+    def __init__(self, spec: LoaderSpec):
+        super().__init__(spec)
+        reader = _ffcv_loader(spec, 4096, "SEQUENTIAL", distributed=False, drop_last=False)
+        labs, labels = [], []
+        with keep_torch_threads():
+            for lab, label, _ in reader:
+                labs.append(lab.clone())  # FFCV reuses its buffers
+                labels.append(label.view(-1).clone())
+        self.lab = torch.cat(labs).to(spec.device)
+        self.labels = torch.cat(labels).to(spec.device)
+
+    def _raw_batches(self):
+        spec = self.spec
+        order = epoch_order(spec.count, self.epoch, spec.train, spec.seed, spec.rank, spec.world)
+        order = torch.from_numpy(order[: len(self) * spec.batch_size]).to(spec.device)
+        for indices in order.split(spec.batch_size):
+            yield self.lab[indices], self.labels[indices], indices
+
+
+LOADERS = {"ffcv": FfcvLoader, "memory": MemoryLoader}
+
+
+def per_process_batch_size(data: DataConfig, world: int) -> int:
+    if data.batch_size_scope == "process":
+        return data.batch_size
+    if data.batch_size % world:
+        raise ConfigError(
+            f"data.batch_size={data.batch_size} is global (data.batch_size_scope=global) but does "
+            f"not divide by the {world} processes; pick a multiple of {world}"
+        )
+    return data.batch_size // world
+
+
+def build_loaders(data: DataConfig, *, seed: int = 0, rank: int = 0, world: int = 1,
+                  device: torch.device = torch.device("cpu"),
+                  splits: Sequence[str] = mf.SPLITS) -> Dict[str, SplitLoader]:
+    """One loader per split of the prepared directory ``data.dir``, checked against its manifest.
+
+    Under several processes, call this after the process group exists (create the Accelerator).
+    """
+    data_dir = Path(data.dir)
+    manifest = mf.read_manifest(data_dir)
+    loaders = {}
+    for split in splits:
+        path = mf.verified_path(data_dir, manifest, split)
+        count = manifest["splits"][split]["count"]
+        limit = data.train_limit if split == "train" else data.eval_limit
+        spec = LoaderSpec(
+            path=path,
+            count=min(count, limit or count),
+            batch_size=per_process_batch_size(data, world),
+            train=split == "train",
+            storage_dtype=manifest["dtype"],
+            seed=seed,
+            rank=rank,
+            world=world,
+            device=device,
+            hflip=data.hflip,
+            num_workers=data.num_workers,
+            os_cache=data.os_cache,
+        )
+        loaders[split] = LOADERS[data.loader](spec)
+    return loaders
