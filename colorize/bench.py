@@ -7,6 +7,7 @@ makes a PIL image per sample, flips it, converts it with scikit-image's ``rgb2la
 """
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable
@@ -69,11 +70,13 @@ def loader_benchmark(data_dir: Path, batch_size: int = 512, epochs: int = 3) -> 
     """Images per second of each loader over the training split of ``data_dir``."""
     results = {}
     for kind in ("ffcv", "memory"):
+        print(f"timing the {kind} loader...", file=sys.stderr, flush=True)
         loader = build_loaders(DataConfig(dir=str(data_dir), loader=kind, batch_size=batch_size),
                                splits=("train",))["train"]
         count = len(loader) * batch_size
         results[kind] = {"images_per_s": _images_per_second(lambda: loader, count, epochs)}
 
+    print("timing the per-item pipeline...", file=sys.stderr, flush=True)
     rgb = (lab_to_rgb(loader.lab.float()) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     per_item = DataLoader(PerItemLabDataset(rgb, loader.labels.numpy()), batch_size=batch_size,
                           shuffle=True, drop_last=True, num_workers=os.cpu_count(),

@@ -81,3 +81,11 @@ def test_diverging_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(cifa
     assert "training loss became" in result.stderr and "Traceback" not in result.stderr
     assert metrics_of(run_dir)["epochs_run"] == 2  # the last good checkpoint is untouched
     assert (run_dir / "last" / "model.safetensors").is_file()
+
+
+def test_gradient_accumulation_takes_one_step_per_group_of_batches(cifar_dir, tmp_path):
+    config = smoke_config(cifar_dir, tmp_path / "accum", "train.epochs=1", "train.grad_accum=2",
+                          "data.train_limit=512")
+    metrics = train(config)
+    assert metrics["history"][0]["step"] == 4  # 8 batches of 64, two per optimizer step
+    assert metrics["history"][0]["train"]["images"] == 512
