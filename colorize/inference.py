@@ -2,8 +2,9 @@
 
 The network sees the image's L channel resized to its own resolution; the predicted ab is
 upsampled to the original size and joined with the original full-resolution L, so detail is
-kept (colours outside the sRGB gamut lose chroma rather than L). Outputs are PNGs with the input's name and size. A file that cannot be read is reported
-by name and skipped; the rest are still processed.
+kept (colours outside the sRGB gamut lose chroma rather than L). Outputs are PNGs with the
+input's name and size. A file that cannot be read is reported by name and skipped; the rest
+are still processed.
 """
 import glob
 import os
@@ -57,7 +58,8 @@ def _network_input(l: torch.Tensor, resolution: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def colorize_batch(model, images: List[Image.Image], resolution: int, device: torch.device) -> List[Image.Image]:
+def colorize_batch(model, images: List[Image.Image], resolution: int,
+                   device: torch.device) -> List[Image.Image]:
     """Colourize RGB images of any sizes; each keeps its own size and L channel."""
     full_l = []
     for image in images:

@@ -1,5 +1,6 @@
 """Real two-process DDP runs on CPU (gloo) through `accelerate launch --config_file launch/cpu-ddp.yaml`."""
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -26,15 +27,15 @@ def launch(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
     command = [str(ACCELERATE), "launch", "--config_file", str(REPO / "launch" / "cpu-ddp.yaml"),
                "--main_process_port", str(free_port()), "-m", "colorize", *map(str, args)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                            env={**__import__("os").environ, **(env or {})})
+                            env={**os.environ, **(env or {})})
     if result.returncode != 0:
         pytest.fail(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
 
 
 def smoke(data_dir, run_dir, *overrides):
-    return ("train", "--config", REPO / "configs" / "smoke.yaml", f"data.dir={data_dir}", f"run.dir={run_dir}",
-            *overrides)
+    return ("train", "--config", REPO / "configs" / "smoke.yaml", f"data.dir={data_dir}",
+            f"run.dir={run_dir}", *overrides)
 
 
 def metrics_of(run_dir):
@@ -44,8 +45,8 @@ def metrics_of(run_dir):
 @pytest.fixture(scope="module")
 def wandb_env(tmp_path_factory):
     home = tmp_path_factory.mktemp("wandb")
-    return {"HOME": str(home), "WANDB_CACHE_DIR": str(home / "cache"), "WANDB_CONFIG_DIR": str(home / "config"),
-            "WANDB_DATA_DIR": str(home / "data")}
+    return {"HOME": str(home), "WANDB_CACHE_DIR": str(home / "cache"),
+            "WANDB_CONFIG_DIR": str(home / "config"), "WANDB_DATA_DIR": str(home / "data")}
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,8 @@ def test_early_stopping_is_agreed_by_both_processes(cifar_dir, tmp_path):
 def test_two_process_evaluation_counts_each_sample_once(small_dir, tmp_path):
     run_dir = tmp_path / "small"
     config = load_config(str(REPO / "configs" / "smoke.yaml"),
-                         [f"data.dir={small_dir}", f"run.dir={run_dir}", "train.epochs=1", "data.batch_size=16"])
+                         [f"data.dir={small_dir}", f"run.dir={run_dir}", "train.epochs=1",
+                          "data.batch_size=16"])
     train(config)
     single = json.loads(run_cli("evaluate", "--checkpoint", run_dir, "--json").stdout)
     double = json.loads(launch("evaluate", "--checkpoint", run_dir, "--json").stdout)

@@ -66,7 +66,8 @@ def test_photos_keep_size_and_l_and_bad_files_are_reported(run_dir, photos, tmp_
 
 
 def test_globs_files_and_directories(photos, tmp_path):
-    files, errors = expand_inputs([str(photos / "a*.png"), str(photos / "coffee.jpg"), str(tmp_path / "none*")])
+    files, errors = expand_inputs([str(photos / "a*.png"), str(photos / "coffee.jpg"),
+                                   str(tmp_path / "none*")])
     assert [f.name for f in files] == ["alpha.png", "astronaut.png", "coffee.jpg"]
     assert len(errors) == 1 and "none*" in errors[0]
     files, _ = expand_inputs([str(photos)])

@@ -35,7 +35,8 @@ def test_grid_layout(tmp_path):
     l = torch.rand(12, 1, 32, 32) * 100
     ab_true, ab_pred = torch.randn(12, 2, 32, 32) * 20, torch.randn(12, 2, 32, 32) * 20
     image = grids.render_grid(l, ab_pred, ab_true, [f"c{i}\n1.0" for i in range(12)])
-    assert image.size == grids.grid_size(12, 32) == (grids.LABEL_WIDTH + 10 * 66, 2 * (3 * 66 + grids.CAPTION_HEIGHT))
+    expected = (grids.LABEL_WIDTH + 10 * 66, 2 * (3 * 66 + grids.CAPTION_HEIGHT))
+    assert image.size == grids.grid_size(12, 32) == expected
     pixels = np.asarray(image)
     tile = 32 * grids.SCALE + grids.PAD
     grey = pixels[0:64, grids.LABEL_WIDTH:grids.LABEL_WIDTH + 64]

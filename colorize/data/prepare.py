@@ -108,10 +108,10 @@ def write_beton(path: Path, lab: np.ndarray, labels: np.ndarray, dtype: str) -> 
         writer.from_indexed_dataset(_Samples(lab, labels), chunksize=1000)
 
 
-def _split_entry(split: SplitImages, path: Path, classes) -> dict:
+def _split_entry(split: SplitImages, path: Path, file_name: str, classes) -> dict:
     counts = np.bincount(split.labels, minlength=len(classes))
     return {
-        "file": path.name,
+        "file": file_name,
         "count": int(len(split.labels)),
         "per_class": {name: int(n) for name, n in zip(classes, counts)},
         "bytes": path.stat().st_size,
@@ -155,13 +155,11 @@ def prepare(data: str, out_dir: Path, settings: PrepareSettings = PrepareSetting
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = {}
     with contextlib.ExitStack() as stack:
-        staged = {}
         for name, split in splits.items():
             lab = lab_batches(split.images, desc=f"LAB {name}")
-            staged[name] = stack.enter_context(atomic_path(out_dir / f"{name}.beton"))
-            write_beton(staged[name], lab, split.labels, settings.dtype)
-            entries[name] = _split_entry(split, staged[name], images.classes)
-            entries[name]["file"] = f"{name}.beton"
+            staged = stack.enter_context(atomic_path(out_dir / f"{name}.beton"))
+            write_beton(staged, lab, split.labels, settings.dtype)
+            entries[name] = _split_entry(split, staged, f"{name}.beton", images.classes)
         (out_dir / mf.MANIFEST).unlink(missing_ok=True)  # no manifest while files change
     manifest = {
         "format": 1,

@@ -22,7 +22,8 @@ from colorize.io import sha256_file
 from colorize.images import UnreadableImage, read_rgb, square_resize
 
 # A mirror can be named in COLORIZE_CIFAR10_URL; the checksum is always verified.
-CIFAR10_URL = os.environ.get("COLORIZE_CIFAR10_URL", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")
+CIFAR10_URL = os.environ.get("COLORIZE_CIFAR10_URL",
+                             "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 _CIFAR10_FOLDER = "cifar-10-batches-py"

@@ -25,11 +25,11 @@ from colorize.engine import checkpoint
 from colorize.engine.early_stopping import EarlyStopping
 from colorize.engine.evaluate import evaluate
 from colorize.engine.runtime import create_accelerator, parameter_checksums, sync_buffers
+from colorize.engine.visuals import EpochVisuals
 from colorize.errors import ColorizeError
 from colorize.io import atomic_write_text
 from colorize.losses import colorization_loss
 from colorize.models import create_model, model_kwargs
-from colorize.engine.visuals import EpochVisuals
 from colorize.tracking import RunTracker, accelerate_log_with
 
 METRICS = "metrics.json"
@@ -69,7 +69,7 @@ class _Window:
 
     def __init__(self, device: torch.device):
         self.sums = torch.zeros(len(_LOSSES) + 1, dtype=torch.float64, device=device)
-        self.wait = self.seconds = 0.0
+        self.wait = 0.0
         self.started = time.perf_counter()
 
     def add(self, losses: Dict[str, torch.Tensor], images: int, wait: float) -> None:
@@ -104,8 +104,7 @@ def train_epoch(model, optimizer, loader: SplitLoader, accelerator: Accelerator,
     """One pass over the training split; returns the epoch's global means and throughput."""
     model.train()
     loader.set_epoch(epoch)
-    run_dir, total = config.run.path, _Window(accelerator.device)
-    window = _Window(accelerator.device)
+    total, window = _Window(accelerator.device), _Window(accelerator.device)
     progress = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch",
                     disable=not accelerator.is_local_main_process, leave=False, dynamic_ncols=True)
     seen = torch.zeros(loader.num_samples, dtype=torch.int32, device=accelerator.device)
@@ -127,7 +126,7 @@ def train_epoch(model, optimizer, loader: SplitLoader, accelerator: Accelerator,
         progress.update()
         if (index + 1) % config.train.log_every == 0 or index + 1 == len(loader):
             values = window.read(accelerator)
-            _check_finite(values, epoch + 1, state.step, run_dir)
+            _check_finite(values, epoch + 1, state.step, config.run.path)
             accelerator.log({f"train/{k}": v for k, v in values.items() if k not in ("images", "seconds")}
                             | {"train/lr": optimizer.param_groups[0]["lr"], "epoch": epoch + 1},
                             step=state.step)
