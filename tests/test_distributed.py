@@ -111,6 +111,8 @@ def test_two_process_evaluation_counts_each_sample_once(small_dir, tmp_path):
     assert single["images"] == double["images"] == 33  # odd: the sampler pads one duplicate
     for name in ("ab_l1", "psnr", "colorfulness_pred", "colorfulness_true", "accuracy"):
         assert double[name] == pytest.approx(single[name], rel=1e-5), name
+    on_train = json.loads(run_cli("evaluate", "--checkpoint", run_dir, "--split", "train", "--json").stdout)
+    assert on_train["images"] == 108  # all of it, in order: not the shuffled, truncated training view
 
 
 def test_processes_that_are_not_distributed_are_refused(monkeypatch):

@@ -195,9 +195,11 @@ def per_process_batch_size(data: DataConfig, world: int) -> int:
 
 
 def build_loaders(data: DataConfig, *, seed: int = 0, rank: int = 0, world: int = 1,
-                  device: torch.device = torch.device("cpu"),
-                  splits: Sequence[str] = mf.SPLITS) -> Dict[str, SplitLoader]:
+                  device: torch.device = torch.device("cpu"), splits: Sequence[str] = mf.SPLITS,
+                  train_split_for_training: bool = True) -> Dict[str, SplitLoader]:
     """One loader per split of the prepared directory ``data.dir``, checked against its manifest.
+    The train split is read for training (random order, flips, no partial batch) unless
+    ``train_split_for_training`` is False; the others are read in order, completely.
 
     Under several processes, call this after the process group exists (create the Accelerator).
     """
@@ -212,7 +214,7 @@ def build_loaders(data: DataConfig, *, seed: int = 0, rank: int = 0, world: int 
             path=path,
             count=min(count, limit or count),
             batch_size=per_process_batch_size(data, world),
-            train=split == "train",
+            train=split == "train" and train_split_for_training,
             storage_dtype=manifest["dtype"],
             seed=seed,
             rank=rank,

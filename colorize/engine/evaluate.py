@@ -36,7 +36,7 @@ def evaluate_run(run_dir: Path, data_dir: Optional[str] = None, split: str = "te
     config = load_config(str(Path(run_dir) / "config.yaml"))
     if data_dir is not None:
         config.data.dir = str(data_dir)
-    config.data.eval_limit = None
+    config.data.train_limit = config.data.eval_limit = None  # the whole split
     accelerator = create_accelerator(config.train)
     model, spec = load_best(run_dir, accelerator.device)
     classes = read_manifest(Path(config.data.dir))["classes"]
@@ -44,7 +44,7 @@ def evaluate_run(run_dir: Path, data_dir: Optional[str] = None, split: str = "te
         raise ConfigError(f"{config.data.dir} has classes {classes}, but {run_dir} was trained on "
                           f"{spec['classes']}")
     loader = build_loaders(config.data, rank=accelerator.process_index, world=accelerator.num_processes,
-                           device=accelerator.device, splits=(split,))[split]
+                           device=accelerator.device, splits=(split,), train_split_for_training=False)[split]
     metrics = {**evaluate(model, loader, accelerator), "split": split, "processes": accelerator.num_processes}
     accelerator.wait_for_everyone()
     accelerator.end_training()  # leave the process group cleanly

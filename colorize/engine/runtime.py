@@ -33,17 +33,15 @@ def check_distributed(accelerator: Accelerator) -> None:
         )
 
 
-def set_thread_count(threads: Optional[int]) -> int:
+def set_thread_count(threads: Optional[int]) -> None:
     """Torch threads per process: ``threads``, or the usable cores shared by this machine's processes."""
     if threads is None:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         threads = max(1, len(os.sched_getaffinity(0)) // local)
     torch.set_num_threads(threads)
-    return threads
 
 
-def create_accelerator(config: TrainConfig, log_with: Optional[str] = None,
-                       project_dir: Optional[str] = None) -> Accelerator:
+def create_accelerator(config: TrainConfig, log_with: Optional[str] = None) -> Accelerator:
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("train.mixed_precision=fp16 needs a GPU; use bf16 or no on a CPU")
     accelerator = Accelerator(
@@ -51,7 +49,6 @@ def create_accelerator(config: TrainConfig, log_with: Optional[str] = None,
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.grad_accum,
         log_with=log_with,
-        project_dir=project_dir,
     )
     check_distributed(accelerator)
     set_thread_count(config.threads)
