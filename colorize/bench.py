@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from colorize.color import lab_to_rgb
 from colorize.config import DataConfig
 from colorize.data.loaders import build_loaders
+from colorize.images import to_uint8
 
 
 def machine_description() -> str:
@@ -77,7 +78,7 @@ def loader_benchmark(data_dir: Path, batch_size: int = 512, epochs: int = 3) -> 
         results[kind] = {"images_per_s": _images_per_second(lambda: loader, count, epochs)}
 
     print("timing the per-item pipeline...", file=sys.stderr, flush=True)
-    rgb = (lab_to_rgb(loader.lab.float()) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    rgb = to_uint8(lab_to_rgb(loader.lab.float()))
     per_item = DataLoader(PerItemLabDataset(rgb, loader.labels.numpy()), batch_size=batch_size,
                           shuffle=True, drop_last=True, num_workers=os.cpu_count(),
                           persistent_workers=True)

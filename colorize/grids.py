@@ -10,6 +10,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
+from colorize import images
 from colorize.color import join_lab, lab_to_rgb
 from colorize.data.loaders import SplitLoader
 from colorize.io import atomic_path
@@ -56,8 +57,7 @@ def image_errors(ab_pred: torch.Tensor, ab_true: torch.Tensor) -> torch.Tensor:
 
 def to_uint8(l: torch.Tensor, ab: torch.Tensor) -> np.ndarray:
     """L and ab batches -> (N, R, R, 3) uint8 RGB."""
-    rgb = lab_to_rgb(join_lab(l.float(), ab.float()))
-    return (rgb * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return images.to_uint8(lab_to_rgb(join_lab(l.float(), ab.float())))
 
 
 @torch.no_grad()
@@ -90,8 +90,8 @@ def render_grid(l: torch.Tensor, ab_pred: torch.Tensor, ab_true: torch.Tensor, c
     set_height = len(ROWS) * tile + CAPTION_HEIGHT
     for i in range(len(l)):
         top, left = (i // columns) * set_height, LABEL_WIDTH + (i % columns) * tile
-        for r, images in enumerate(rows):
-            picture = Image.fromarray(images[i]).resize((tile - PAD,) * 2, Image.Resampling.NEAREST)
+        for r, tiles in enumerate(rows):
+            picture = Image.fromarray(tiles[i]).resize((tile - PAD,) * 2, Image.Resampling.NEAREST)
             canvas.paste(picture, (left, top + r * tile))
         draw.text((left, top + len(ROWS) * tile), captions[i], fill="black", font=font, spacing=1)
     for s in range(-(-len(l) // columns)):

@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -43,6 +44,11 @@ def read_rgb(source: Union[str, Path, BinaryIO, bytes], name: str = "") -> Image
             return _to_rgb(image)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise UnreadableImage(f"{name}: not a readable image ({error})") from None
+
+
+def to_uint8(rgb: torch.Tensor) -> np.ndarray:
+    """RGB batch (N, 3, H, W) in [0, 1] -> (N, H, W, 3) uint8, rounded."""
+    return (rgb * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def square_resize(image: Image.Image, resolution: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from colorize.color import join_lab, lab_to_rgb_keeping_l, rgb_to_lab
 from colorize.engine.checkpoint import load_best
 from colorize.errors import ColorizeError
-from colorize.images import UnreadableImage, read_rgb
+from colorize.images import UnreadableImage, read_rgb, to_uint8
 from colorize.io import atomic_path
 
 
@@ -70,8 +70,7 @@ def colorize_batch(model, images: List[Image.Image], resolution: int,
     outputs = []
     for l, ab in zip(full_l, ab_small.float()):
         ab_full = F.interpolate(ab[None], size=l.shape[-2:], mode="bilinear", align_corners=False)
-        rgb = lab_to_rgb_keeping_l(join_lab(l, ab_full))[0]
-        outputs.append(Image.fromarray((rgb * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()))
+        outputs.append(Image.fromarray(to_uint8(lab_to_rgb_keeping_l(join_lab(l, ab_full)))[0]))
     return outputs
 
 
