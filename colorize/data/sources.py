@@ -28,6 +28,7 @@ CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 _CIFAR10_FOLDER = "cifar-10-batches-py"
 _CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+_CIFAR10_MEMBERS = ("batches.meta",) + _CIFAR10_TRAIN + ("test_batch",)
 _SPLIT_FOLDERS = ("train", "test")
 
 
@@ -89,14 +90,14 @@ class Cifar10Files:
     def _batches(self) -> Iterator[Tuple[str, dict]]:
         if self.path.is_dir():
             folder = self.path / _CIFAR10_FOLDER if (self.path / _CIFAR10_FOLDER).is_dir() else self.path
-            for name in ("batches.meta",) + _CIFAR10_TRAIN + ("test_batch",):
+            for name in _CIFAR10_MEMBERS:
                 with open(folder / name, "rb") as file:
                     yield name, pickle.load(file, encoding="latin1")
             return
         with tarfile.open(self.path, "r:*") as archive:
             for member in archive:
                 name = PurePosixPath(member.name).name
-                if member.isfile() and name in ("batches.meta",) + _CIFAR10_TRAIN + ("test_batch",):
+                if member.isfile() and name in _CIFAR10_MEMBERS:
                     yield name, pickle.load(archive.extractfile(member), encoding="latin1")
 
     def read(self, resolution: int) -> SourceImages:
@@ -106,7 +107,7 @@ class Cifar10Files:
                 batches[name] = content
         except (OSError, EOFError, pickle.UnpicklingError, tarfile.TarError) as error:
             raise SourceError(f"{self.path}: not a readable CIFAR-10 python archive ({error})") from None
-        missing = [n for n in ("batches.meta",) + _CIFAR10_TRAIN + ("test_batch",) if n not in batches]
+        missing = [n for n in _CIFAR10_MEMBERS if n not in batches]
         if missing:
             raise SourceError(f"{self.path}: CIFAR-10 files missing: {', '.join(missing)}")
 
