@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from colorize.color import lab_to_rgb
 from colorize.config import DataConfig
-from colorize.data.loaders import build_loaders
+from colorize.data.loaders import MemoryLoader, build_loaders, decode_lab
 from colorize.images import to_uint8
 
 
@@ -67,6 +67,11 @@ def _images_per_second(epochs: Callable[[], Iterable], count: int, repeats: int)
     return count * repeats / (time.perf_counter() - start)
 
 
+def stored_rgb(loader: MemoryLoader) -> np.ndarray:
+    """The split a memory loader holds, as (N, R, R, 3) uint8 RGB images."""
+    return to_uint8(lab_to_rgb(decode_lab(loader.lab, loader.spec.storage_dtype)))
+
+
 def loader_benchmark(data_dir: Path, batch_size: int = 512, epochs: int = 3) -> Dict:
     """Images per second of each loader over the training split of ``data_dir``."""
     results = {}
@@ -78,10 +83,9 @@ def loader_benchmark(data_dir: Path, batch_size: int = 512, epochs: int = 3) -> 
         results[kind] = {"images_per_s": _images_per_second(lambda: loader, count, epochs)}
 
     print("timing the per-item pipeline...", file=sys.stderr, flush=True)
-    rgb = to_uint8(lab_to_rgb(loader.lab.float()))
-    per_item = DataLoader(PerItemLabDataset(rgb, loader.labels.numpy()), batch_size=batch_size,
-                          shuffle=True, drop_last=True, num_workers=os.cpu_count(),
-                          persistent_workers=True)
+    per_item = DataLoader(PerItemLabDataset(stored_rgb(loader), loader.labels.numpy()),
+                          batch_size=batch_size, shuffle=True, drop_last=True,
+                          num_workers=os.cpu_count(), persistent_workers=True)
     count = len(per_item) * batch_size
     results["per_item"] = {"images_per_s": _images_per_second(lambda: per_item, count, epochs)}
     return {"loaders": results, "batch_size": batch_size, "machine": machine_description()}

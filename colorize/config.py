@@ -2,16 +2,18 @@
 
 ``load_config("configs/reference.yaml", ["optim.lr=3e-4"])`` returns a :class:`Config`.
 Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the key.
+Values keep what was typed: YAML 1.1 would read ``no``, ``on`` or ``01`` as a boolean or a
+number, but here a value becomes a boolean or a number only where the setting is one.
 """
 import difflib
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
-from yaml import YAMLError
 
 from colorize.errors import ColorizeError
 from colorize.io import atomic_write_text
@@ -19,6 +21,16 @@ from colorize.io import atomic_write_text
 
 class ConfigError(ColorizeError, ValueError):
     """A setting is unknown, mistyped or out of range; the message names it."""
+
+
+# The settings that take one of a few words, and those words.
+CHOICES: Dict[str, Tuple[str, ...]] = {
+    "data.loader": ("ffcv", "memory"),
+    "data.batch_size_scope": ("process", "global"),
+    "train.mixed_precision": ("auto", "no", "fp32", "bf16", "fp16"),
+    "tracking.backend": ("wandb", "none"),
+    "tracking.mode": ("auto", "online", "offline", "disabled"),
+}
 
 
 @dataclass
@@ -34,8 +46,7 @@ class DataConfig:
     eval_limit: Optional[int] = None  # use only the first N val and test images
 
     def __post_init__(self):
-        _choice("data.loader", self.loader, ("ffcv", "memory"))
-        _choice("data.batch_size_scope", self.batch_size_scope, ("process", "global"))
+        _check_choices("data", self)
         _positive("data.batch_size", self.batch_size)
         _positive("data.num_workers", self.num_workers)
         _positive("data.train_limit", self.train_limit)
@@ -78,7 +89,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 30
-    mixed_precision: str = "bf16"  # no | bf16 | fp16
+    mixed_precision: str = "auto"  # auto: bf16 where the device computes it natively, else fp32 | no (= fp32) | bf16 | fp16
     grad_accum: int = 1
     seed: int = 0
     patience: int = 5  # epochs without val ab L1 improvement before stopping
@@ -86,9 +97,11 @@ class TrainConfig:
     log_every: int = 20  # steps between logged train losses
     threads: Optional[int] = None  # torch threads per process; default: cores / local processes
     channels_last: bool = True  # NHWC memory layout for the convolutions (faster on CPU and GPU)
+    sync_batchnorm: bool = False  # BatchNorm statistics over all processes (GPUs only)
+    deterministic: bool = False  # deterministic algorithms (for exact resume on CUDA; slower)
 
     def __post_init__(self):
-        _choice("train.mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
+        _check_choices("train", self)
         for key in ("epochs", "grad_accum", "patience", "log_every"):
             _positive(f"train.{key}", getattr(self, key))
         _positive("train.threads", self.threads)
@@ -106,8 +119,7 @@ class TrackingConfig:
     grid_per_class: int = 4  # validation images per class in the colour grid
 
     def __post_init__(self):
-        _choice("tracking.backend", self.backend, ("wandb", "none"))
-        _choice("tracking.mode", self.mode, ("auto", "online", "offline", "disabled"))
+        _check_choices("tracking", self)
         _positive("tracking.grid_per_class", self.grid_per_class)
 
 
@@ -132,9 +144,12 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
-def _choice(key: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+def _check_choices(section: str, settings) -> None:
+    for key, allowed in CHOICES.items():
+        prefix, _, name = key.partition(".")
+        value = getattr(settings, name) if prefix == section else None
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
 
 
 def _positive(key: str, value) -> None:
@@ -162,23 +177,55 @@ def _explain(error: OmegaConfBaseException, origin: str) -> ConfigError:
     return ConfigError(f"bad value for {key!r} in {origin}: {reason}")
 
 
+class _TextLoader(yaml.SafeLoader):
+    """YAML whose plain scalars stay text, except ``null`` / ``~``: the schema types the rest."""
+
+
+_TextLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag == "tag:yaml.org,2002:null"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _parse_yaml(text: str, origin: str):
+    try:
+        return yaml.load(text, Loader=_TextLoader)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{origin} is not valid YAML: {error}") from None
+
+
+def _overrides_tree(overrides: Sequence[str]) -> dict:
+    """``["train.epochs=5", ...]`` -> ``{"train": {"epochs": "5"}, ...}``, values as typed."""
+    tree: dict = {}
+    for item in overrides:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. train.epochs=5")
+        *parents, name = key.split(".")
+        node = tree
+        for parent in parents:
+            node = node.setdefault(parent, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override of {parent}")
+        node[name] = _parse_yaml(value, f"the value of override {item!r}")
+    return tree
+
+
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
     """Defaults, then the YAML file at ``path``, then ``key=value`` overrides."""
     merged = OmegaConf.structured(Config)
     if path is not None:
         if not os.path.isfile(path):
             raise ConfigError(f"config file {path} does not exist")
+        content = _parse_yaml(Path(path).read_text(), f"config file {path}") or {}
+        if not isinstance(content, dict):
+            raise ConfigError(f"config file {path} must hold sections such as train: and data:")
         try:
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
-        except YAMLError as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+            merged = OmegaConf.merge(merged, content)
         except OmegaConfBaseException as error:
             raise _explain(error, path) from None
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value, e.g. train.epochs=5")
     try:
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(merged, _overrides_tree(overrides))
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         raise _explain(error, "the command line") from None

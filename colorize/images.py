@@ -5,7 +5,7 @@ from typing import BinaryIO, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -31,9 +31,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def read_rgb(source: Union[str, Path, BinaryIO, bytes], name: str = "") -> Image.Image:
-    """Decode an image (a path, an open file or bytes) into an RGB Pillow image.
+    """Decode an image (a path, an open file or bytes) into an upright RGB Pillow image (its
+    EXIF orientation applied).
 
-    Raises :class:`UnreadableImage` naming ``name`` (or the path) when it is not an image.
+    Raises :class:`UnreadableImage` naming ``name`` (or the path) when it is not an image, or
+    one too large for Pillow's decompression-bomb limit.
     """
     name = name or str(source)
     if isinstance(source, bytes):
@@ -41,7 +43,9 @@ def read_rgb(source: Union[str, Path, BinaryIO, bytes], name: str = "") -> Image
     try:
         with Image.open(source) as image:
             image.load()
-            return _to_rgb(image)
+            return _to_rgb(ImageOps.exif_transpose(image))
+    except Image.DecompressionBombError as error:  # its message: pixels, then the limit
+        raise UnreadableImage(f"{name}: too large to decode ({str(error).split(',')[0]})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise UnreadableImage(f"{name}: not a readable image ({error})") from None
 

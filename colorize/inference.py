@@ -4,13 +4,13 @@ The network sees the image's L channel resized to its own resolution; the predic
 upsampled to the original size and joined with the original full-resolution L, so detail is
 kept (colours outside the sRGB gamut lose chroma rather than L). Outputs are PNGs with the
 input's name and size. A file that cannot be read is reported by name and skipped; the rest
-are still processed.
+are still processed. An output that would replace one of the inputs is refused.
 """
 import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -74,23 +74,34 @@ def colorize_batch(model, images: List[Image.Image], resolution: int,
     return outputs
 
 
-def colorize_files(run_dir: Path, inputs: Iterable[str], out_dir: Path, batch_size: int = 16,
-                   device: Optional[torch.device] = None) -> Report:
-    """Colourize every readable image among ``inputs`` into ``out_dir`` as ``<name>.png``."""
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, spec = load_best(run_dir, device)
-    resolution = spec["kwargs"]["resolution"]
-    files, failed = expand_inputs(inputs)
-    report = Report(failed=failed)
+def _output_paths(files: List[Path], out_dir: Path, report: Report) -> Dict[Path, Path]:
+    """Each input's output ``out_dir/<name>.png``. An input whose output another input's takes
+    is reported and skipped; an output that is itself an input is refused."""
+    inputs = {path.resolve(): path for path in files}
     targets = {}
     for path in files:
         target = Path(out_dir) / f"{path.stem}.png"
+        if target.resolve() in inputs:
+            raise ColorizeError(f"{inputs[target.resolve()]}: --out {out_dir} would overwrite this "
+                                f"input; choose another --out")
         if target in targets.values():
             report.failed.append(f"{path}: skipped, its output {target} would overwrite another input's")
         else:
             targets[path] = target
+    return targets
+
+
+def colorize_files(run_dir: Path, inputs: Iterable[str], out_dir: Path, batch_size: int = 16,
+                   device: Optional[torch.device] = None) -> Report:
+    """Colourize every readable image among ``inputs`` into ``out_dir`` as ``<name>.png``."""
+    files, failed = expand_inputs(inputs)
+    report = Report(failed=failed)
+    targets = _output_paths(files, out_dir, report)
     if not targets and not report.failed:
         raise ColorizeError("no input images given")
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, spec = load_best(run_dir, device)
+    resolution = spec["kwargs"]["resolution"]
     pending = list(targets)
     with tqdm(total=len(pending), desc="colourizing", unit=" images") as progress:
         for start in range(0, len(pending), batch_size):

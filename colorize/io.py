@@ -1,7 +1,9 @@
-"""File helpers: atomic output (write under a temporary name, then rename) and checksums."""
+"""File helpers: atomic output (write under a temporary name, then rename), the clean-up of
+temporary names left by killed processes, and checksums."""
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -17,10 +19,32 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield temporary
         os.replace(temporary, path)
     finally:
-        if temporary.is_dir():
-            shutil.rmtree(temporary, ignore_errors=True)
-        elif temporary.exists():
-            temporary.unlink()
+        _remove(temporary)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: Path) -> None:
+    """Remove the temporary paths of :func:`atomic_path` in ``directory`` whose process is gone."""
+    for path in Path(directory).glob(".*.tmp-*"):
+        match = re.fullmatch(r"\..+\.tmp-(\d+)", path.name)
+        if match and not _process_exists(int(match.group(1))):
+            _remove(path)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -28,9 +52,15 @@ def atomic_write_text(path: Path, text: str) -> None:
         temporary.write_text(text)
 
 
+def previous_version(target: Path) -> Path:
+    """Where :func:`replace_directory` keeps ``target``'s previous version while it replaces it."""
+    return target.with_name(f".{target.name}.old")
+
+
 def replace_directory(source: Path, target: Path) -> None:
-    """Move the finished directory ``source`` to ``target``, replacing any older one."""
-    old = target.with_name(f".{target.name}.old")
+    """Move the finished directory ``source`` to ``target``, replacing any older one. Between the
+    two renames, the older one is complete at :func:`previous_version`."""
+    old = previous_version(target)
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
         os.replace(target, old)

@@ -34,13 +34,18 @@ def psnr(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
 
 
 class MetricSums:
-    """Running float64 sums of one process; ``compute`` reduces them and divides."""
+    """Running float64 sums of one process, computed in float32 and higher whatever autocast
+    is active; ``compute`` reduces them and divides."""
 
     def __init__(self, device: torch.device):
         self.sums = torch.zeros(len(_SUMS), dtype=torch.float64, device=device)
 
     def update(self, l: torch.Tensor, ab_pred: torch.Tensor, ab_true: torch.Tensor,
                logits: torch.Tensor, labels: torch.Tensor, valid: Optional[torch.Tensor] = None) -> None:
+        with torch.autocast(l.device.type, enabled=False):
+            self._add(l, ab_pred, ab_true, logits, labels, valid)
+
+    def _add(self, l, ab_pred, ab_true, logits, labels, valid) -> None:
         if valid is not None and not bool(valid.all()):
             if not bool(valid.any()):
                 return

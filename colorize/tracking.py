@@ -3,10 +3,13 @@
 ``tracking.mode``: ``online``, ``offline`` (written under ``RUN_DIR/wandb``, uploaded later
 with ``wandb sync``), ``disabled``, or ``auto``: online when W&B credentials are present,
 otherwise offline. A resumed run continues the same W&B run (its id is kept in the
-checkpoint).
+checkpoint); offline, each start writes its own folder, and the printed ``wandb sync`` command
+names them all, oldest first. Per-epoch values (``val/*``, ``test/*``) are charted against
+``epoch``.
 """
 import netrc
 import os
+import shlex
 import uuid
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -67,10 +70,13 @@ class RunTracker:
                 "dir": str(run_dir),
             }},
         )
-        if self.mode == "offline" and accelerator.is_main_process:
-            location = Path(self._run().dir).parent
-            print(f"W&B is offline: the run is written to {location}; upload it later with: "
-                  f"wandb sync {location}", flush=True)
+        if accelerator.is_main_process:
+            run = self._run()
+            run.define_metric("epoch")
+            for pattern in ("val/*", "test/*"):
+                run.define_metric(pattern, step_metric="epoch")
+            if self.mode == "offline":
+                print(self._offline_message(), flush=True)
 
     @property
     def enabled(self) -> bool:
@@ -78,6 +84,13 @@ class RunTracker:
 
     def _run(self):
         return self.accelerator.get_tracker("wandb", unwrap=True)
+
+    def _offline_message(self) -> str:
+        """Each start of the run, resumed ones included, writes its own folder: sync them all."""
+        wandb_dir = Path(self._run().settings.sync_dir).parent
+        folders = sorted(f.parent for f in wandb_dir.glob(f"offline-run-*/run-{self.run_id}.wandb"))
+        return (f"W&B is offline: the run is written under {wandb_dir}; upload it later with: "
+                + shlex.join(["wandb", "sync", *map(str, folders)]))
 
     def log_image(self, key: str, image: Image.Image, caption: str, step: int) -> None:
         if self.enabled and self.accelerator.is_main_process:

@@ -1,7 +1,20 @@
 import pytest
 
-from colorize.config import ConfigError, load_config, save_config
+from colorize.config import CHOICES, ConfigError, load_config, save_config
 from conftest import REPO, run_cli
+
+
+def _setting(config, key):
+    section, name = key.split(".")
+    return getattr(getattr(config, section), name)
+
+
+def _both_ways(tmp_path, key, text):
+    """The config with ``key: text`` read from a YAML file, and from a ``key=text`` override."""
+    section, name = key.split(".")
+    path = tmp_path / "typed.yaml"
+    path.write_text(f"{section}:\n  {name}: {text}\n")
+    return load_config(str(path)), load_config(None, [f"{key}={text}"])
 
 
 def test_recipes_load_with_the_documented_values():
@@ -17,6 +30,33 @@ def test_overrides_and_the_run_dir():
     assert config.data.dir == "elsewhere" and str(config.run.path) == "runs/x"
     assert config.tracking.tags == ["a", "b"]
     assert str(load_config(None, ["run.dir=/tmp/r"]).run.path) == "/tmp/r"
+
+
+@pytest.mark.parametrize("key, value", [(key, value) for key, values in CHOICES.items() for value in values])
+def test_every_documented_choice_can_be_typed(tmp_path, key, value):
+    for config in _both_ways(tmp_path, key, value):
+        assert _setting(config, key) == value
+
+
+@pytest.mark.parametrize("key, text", [
+    ("run.name", "01"), ("run.name", "0x10"), ("run.name", "no"), ("run.name", "1e3"),
+    ("tracking.entity", "no"), ("tracking.group", "off"), ("tracking.run_name", "yes"), ("data.dir", "on"),
+])
+def test_text_settings_keep_what_was_typed(tmp_path, key, text):
+    for config in _both_ways(tmp_path, key, text):
+        assert _setting(config, key) == text
+        save_config(config, tmp_path / "saved.yaml")
+        assert _setting(load_config(str(tmp_path / "saved.yaml")), key) == text
+
+
+@pytest.mark.parametrize("key, text, value", [
+    ("data.hflip", "no", False), ("data.hflip", "on", True), ("data.os_cache", "false", False),
+    ("train.epochs", "05", 5), ("optim.lr", "1e-3", 1e-3), ("train.threads", "null", None),
+    ("tracking.entity", "~", None), ("tracking.tags", "[no, 01]", ["no", "01"]),
+])
+def test_booleans_numbers_and_null_are_typed_by_the_setting(tmp_path, key, text, value):
+    for config in _both_ways(tmp_path, key, text):
+        assert _setting(config, key) == value
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -8,7 +8,7 @@ from skimage.color import rgb2lab
 
 from colorize.color import lab_to_rgb_keeping_l
 from colorize.engine.checkpoint import save_best
-from colorize.inference import expand_inputs
+from colorize.inference import colorize_files, expand_inputs
 from colorize.models import create_model
 from conftest import run_cli
 
@@ -63,6 +63,34 @@ def test_photos_keep_size_and_l_and_bad_files_are_reported(run_dir, photos, tmp_
         l_error = np.abs(rgb2lab(colourized)[..., 0] - rgb2lab(original)[..., 0])
         assert l_error.max() < 0.5, name  # equal within 8-bit rounding
         assert np.abs(rgb2lab(colourized)[..., 1:]).mean() > 2, name  # and coloured
+
+
+def test_an_image_over_the_pixel_limit_is_reported_and_the_others_processed(run_dir, tmp_path,
+                                                                           monkeypatch):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(PHOTOS["chelsea"][:30, :30]).save(folder / "small.png")  # 900 pixels
+    Image.fromarray(PHOTOS["chelsea"][:100, :100]).save(folder / "large.png")  # 10,000 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # decoding fails above 2,000 pixels
+    report = colorize_files(run_dir, [str(folder)], tmp_path / "out", device=torch.device("cpu"))
+    assert [p.name for p in report.written] == ["small.png"]
+    assert len(report.failed) == 1
+    assert "large.png: too large" in report.failed[0] and "10000 pixels" in report.failed[0]
+    assert "2000 pixels" in report.failed[0]
+
+
+def test_out_must_not_overwrite_an_input(run_dir, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(PHOTOS["chelsea"]).save(folder / "a.jpg")
+    Image.fromarray(PHOTOS["coffee"]).save(folder / "b.png")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    result = run_cli("colorize", "--checkpoint", run_dir, folder / "a.jpg", folder / "b.png",
+                     "--out", tmp_path / "in" / ".." / "in", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "b.png" in result.stderr and "choose another --out" in result.stderr
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # nothing written
 
 
 def test_globs_files_and_directories(photos, tmp_path):

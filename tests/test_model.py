@@ -47,3 +47,8 @@ def test_other_resolutions_and_unknown_names():
     assert model(torch.rand(2, 1, 64, 64) * 100)[0].shape == (2, 2, 64, 64)
     with pytest.raises(ConfigError, match="not a known model"):
         create_model("unet")
+
+
+def test_a_resolution_the_model_cannot_use_is_a_config_error():
+    with pytest.raises(ConfigError, match="fusion.*multiple of 8.*48 or 56"):
+        create_model("fusion", num_classes=3, resolution=50)

@@ -66,6 +66,20 @@ def test_metric_sums_ignore_padding_and_match_direct_computation():
     assert metrics["colorfulness_pred"] == pytest.approx(colorfulness(rgb).mean().item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_metrics_are_the_same_under_autocast(dtype):
+    torch.manual_seed(2)
+    l = torch.rand(16, 1, 16, 16) * 100
+    true, pred = torch.randn(16, 2, 16, 16) * 20, torch.randn(16, 2, 16, 16) * 20
+    logits, labels = torch.randn(16, 10), torch.arange(16) % 10
+    plain = MetricSums(torch.device("cpu"))
+    plain.update(l, pred, true, logits, labels)
+    mixed = MetricSums(torch.device("cpu"))
+    with torch.autocast("cpu", dtype=dtype):
+        mixed.update(l, pred, true, logits, labels)
+    assert mixed.compute() == plain.compute()
+
+
 def test_reduce_is_applied_to_the_sums():
     sums = MetricSums(torch.device("cpu"))
     l, ab = torch.full((2, 1, 4, 4), 50.0), torch.ones(2, 2, 4, 4)

@@ -1,15 +1,17 @@
 import json
 import os
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
+import torch
 
-from colorize.config import DataConfig
+from colorize.config import ConfigError, DataConfig
 from colorize.data.loaders import build_loaders
 from colorize.data.manifest import DataError, read_manifest
 from colorize.data.prepare import PrepareSettings, prepare, stratified_holdout
-from conftest import CLASSES, run_cli, synthetic_image
+from conftest import CLASSES, run_cli, synthetic_image, write_image_folder
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                  "truck"]
@@ -62,14 +64,17 @@ def test_lab_values_match_the_source_images(small_source, small_dir):
         assert distances[match] < 1e-3 and images.labels[match] == label
 
 
-def test_float16_storage_reads_back_close(small_source, tmp_path):
+def test_float16_storage_reads_back_close_to_float32(small_source, small_dir, tmp_path):
     out = tmp_path / "half"
     prepare(str(small_source), out, PrepareSettings(dtype="float16"))
     assert read_manifest(out)["dtype"] == "float16"
-    half = next(iter(build_loaders(DataConfig(dir=str(out), loader="ffcv", batch_size=33),
-                                   splits=("test",))["test"]))
-    assert half.l.dtype == half.ab.dtype
-    assert 0 <= half.l.min() and half.l.max() <= 100 and half.ab.abs().max() > 5
+    half, full = (next(iter(build_loaders(DataConfig(dir=str(d), loader="ffcv", batch_size=33),
+                                          splits=("test",))["test"])) for d in (out, small_dir))
+    assert half.l.dtype == half.ab.dtype == torch.float32
+    assert torch.equal(half.label, full.label) and torch.equal(half.index, full.index)
+    for stored, exact in ((half.l, full.l), (half.ab, full.ab)):
+        torch.testing.assert_close(stored, exact, rtol=2**-11, atol=1e-4)  # float16: 11 bits
+    assert not torch.equal(half.ab, full.ab)  # rounded to float16, not a copy of float32
 
 
 def copy_prepared(small_dir, tmp_path):
@@ -130,6 +135,40 @@ def test_bad_settings_are_named(small_source, tmp_path):
                      check=False)
     assert result.returncode == 1 and "--val-fraction" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_resolution_no_model_can_use_is_refused_before_any_work(small_source, tmp_path):
+    result = run_cli("prepare", "--data", small_source, "--out", tmp_path / "o", "--resolution", "50",
+                     check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "--resolution 50" in result.stderr and "fusion" in result.stderr
+    assert "48 or 56" in result.stderr
+    assert "decoding" not in result.stderr and not (tmp_path / "o").exists()
+
+
+def test_splits_that_would_be_empty_are_refused(tmp_path):
+    source = write_image_folder(tmp_path / "tiny", per_class=(3, 0))
+    with pytest.raises(ConfigError, match="the val and test splits would be empty") as error:
+        prepare(str(source), tmp_path / "out")
+    assert "cat 3, dog 3, frog 3" in str(error.value)
+    assert "--val-fraction" in str(error.value) and "--test-fraction" in str(error.value)
+    assert not (tmp_path / "out").exists()
+    manifest = prepare(str(source), tmp_path / "out", PrepareSettings(val_fraction=0.5, test_fraction=0.34))
+    assert {s: e["count"] for s, e in manifest["splits"].items()} == {"train": 3, "val": 3, "test": 3}
+
+
+def test_prepare_removes_temporary_files_of_processes_that_are_gone(small_source, small_dir, tmp_path):
+    out = copy_prepared(small_dir, tmp_path)
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    stale_file, stale_folder = out / f".train.beton.tmp-{finished.pid}", out / f".x.tmp-{finished.pid}"
+    live = out / f".val.beton.tmp-{os.getpid()}"
+    stale_file.write_bytes(b"partial")
+    (stale_folder / "inner").mkdir(parents=True)
+    live.write_bytes(b"being written")
+    prepare(str(small_source), out)
+    assert not stale_file.exists() and not stale_folder.exists()
+    assert live.read_bytes() == b"being written"
 
 
 def test_manifest_is_plain_json_with_sources_and_settings(small_dir, small_source):

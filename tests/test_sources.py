@@ -1,5 +1,6 @@
 import io
 import pickle
+import subprocess
 import tarfile
 
 import numpy as np
@@ -8,6 +9,7 @@ from PIL import Image
 
 from colorize.data import sources
 from colorize.data.sources import Cifar10Download, SourceError, open_source
+from colorize.images import read_rgb
 from conftest import CLASSES, synthetic_image, write_image_folder
 
 
@@ -120,3 +122,44 @@ def test_no_split_folder(tmp_path):
     write_image_folder(tmp_path / "x", per_class=(6, 0))
     images = open_source(str(tmp_path / "x" / "train")).read(32)
     assert list(images.splits) == ["train"] and len(images.splits["train"].labels) == 18
+
+
+def sorted_samples(images, split):
+    return sorted(zip(images.splits[split].labels.tolist(), map(bytes, images.splits[split].images)))
+
+
+def test_tarball_made_from_inside_the_folder(small_source, tmp_path):
+    archive = tmp_path / "x.tgz"
+    subprocess.run(["tar", "-czf", archive, "-C", small_source, "."], check=True)
+    with tarfile.open(archive) as tar:
+        assert tar.getnames()[0] == "."  # the member ./ comes first
+    folder, packed = open_source(str(small_source)).read(32), open_source(str(archive)).read(32)
+    for split in ("train", "test"):  # tar stores files in directory order, not sorted
+        assert sorted_samples(packed, split) == sorted_samples(folder, split)
+
+
+def test_cifar10_archive_made_from_inside_its_parent(tmp_path):
+    (tmp_path / "parent").mkdir()
+    _, members = write_fake_cifar(tmp_path / "parent", as_archive=False)
+    archive = tmp_path / "x.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "parent", arcname=".")
+    source = open_source(str(archive))
+    assert source.kind == "cifar10-python"
+    first = members["data_batch_1"]["data"][0].reshape(3, 32, 32).transpose(1, 2, 0)
+    np.testing.assert_array_equal(source.read(32).splits["train"].images[0], first)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    wide = np.zeros((40, 100, 3), dtype=np.uint8)
+    wide[:, :50, 0] = 255  # red left half
+    wide[:, 50:, 2] = 255  # blue right half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    (tmp_path / "photos" / "a").mkdir(parents=True)
+    Image.fromarray(wide).save(tmp_path / "photos" / "a" / "phone.jpg", exif=exif, quality=95)
+
+    assert read_rgb(tmp_path / "photos" / "a" / "phone.jpg").size == (40, 100)
+    upright = open_source(str(tmp_path / "photos")).read(16).splits["train"].images[0]
+    top, bottom = upright[:6].reshape(-1, 3).mean(0), upright[-6:].reshape(-1, 3).mean(0)
+    assert top[0] > 200 > top[2] and bottom[2] > 200 > bottom[0]  # red on top, blue below

@@ -1,5 +1,8 @@
 """W&B tracking in offline mode, for real, and the colour grids."""
 import json
+import shlex
+from pathlib import Path
+from typing import List
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ from colorize import grids
 from colorize.config import TrackingConfig
 from colorize.tracking import resolve_mode
 from conftest import REPO, run_cli
-from wandb_offline import offline_runs
+from wandb_offline import OfflineRun, offline_runs
 
 
 @pytest.fixture
@@ -56,6 +59,13 @@ def test_extremes_keep_the_worst_and_best_images():
     assert extremes.best["error"].tolist() == [1.0, 2.0]
 
 
+def sync_folders(stdout: str) -> List[Path]:
+    """The folders that the printed ``wandb sync`` command uploads."""
+    command = shlex.split(stdout.split("upload it later with: ")[1].splitlines()[0])
+    assert command[:2] == ["wandb", "sync"]
+    return [Path(folder) for folder in command[2:]]
+
+
 @pytest.mark.slow
 def test_offline_run_logs_metrics_grids_and_resumes_the_same_run(cifar_dir, tmp_path, wandb_home):
     run_dir = tmp_path / "tracked"
@@ -63,12 +73,19 @@ def test_offline_run_logs_metrics_grids_and_resumes_the_same_run(cifar_dir, tmp_
            "WANDB_DATA_DIR": str(tmp_path / "data")}
     first = run_cli("train", "--config", REPO / "configs" / "smoke.yaml", f"data.dir={cifar_dir}",
                     f"run.dir={run_dir}", "train.epochs=1", "tracking.mode=auto", env=env)
-    assert "W&B is offline" in first.stdout and "wandb sync" in first.stdout
-    run_cli("train", "--resume", run_dir, "train.epochs=2", env=env)
+    assert "W&B is offline" in first.stdout
+    [first_folder] = sync_folders(first.stdout)
+    resumed = run_cli("train", "--resume", run_dir, "train.epochs=2", env=env)
 
-    runs = offline_runs(run_dir)
-    assert len(runs) == 2 and runs[0].run_id == runs[1].run_id  # resumed, not a new run
+    folders = sync_folders(resumed.stdout)  # the resumed run writes a second folder: both are named
+    assert len(folders) == 2 and folders[0] == first_folder
+    assert set(folders) == {run.directory for run in offline_runs(run_dir)}
+    runs = [OfflineRun(folder) for folder in folders]
+    assert runs[0].run_id == runs[1].run_id  # resumed, not a new run
+    for run in runs:
+        assert run.step_metrics == {"epoch": "", "val/*": "epoch", "test/*": "epoch"}
     history = [row for run in runs for row in run.history]
+    assert [row["epoch"] for row in history if "val/ab_l1" in row] == [1, 2]
     for key in ("train/loss", "train/loss_color", "train/loss_class", "train/lr", "train/images_per_s",
                 "train/data_wait_fraction", "val/ab_l1", "val/psnr", "val/accuracy"):
         assert any(key in row for row in history), key

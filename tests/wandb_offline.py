@@ -65,6 +65,12 @@ class OfflineRun:
                 values.update({_key(i): json.loads(i.value_json) for i in r.summary.update})
         return values
 
+    @property
+    def step_metrics(self) -> Dict[str, str]:
+        """The x axis of each ``define_metric`` name or glob; empty for the default step."""
+        return {r.metric.name or r.metric.glob_name: r.metric.step_metric
+                for r in self.records if r.WhichOneof("record_type") == "metric"}
+
     def media(self, pattern: str) -> List[Path]:
         return sorted((self.directory / "files" / "media").rglob(pattern))
 

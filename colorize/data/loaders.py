@@ -61,6 +61,13 @@ def epoch_order(count: int, epoch: int, shuffle: bool, seed: int, rank: int, wor
     return np.fromiter(sampler, dtype=np.int64, count=len(sampler))
 
 
+def decode_lab(lab: torch.Tensor, storage_dtype: str) -> torch.Tensor:
+    """Stored LAB values (float16 is stored as its int16 bit patterns) -> float32."""
+    if storage_dtype == "float16":
+        lab = lab.view(torch.float16)
+    return lab.float()
+
+
 def _flip_generator(spec: LoaderSpec, epoch: int) -> torch.Generator:
     state = np.random.SeedSequence([spec.seed, epoch, spec.rank]).generate_state(1)[0]
     return torch.Generator().manual_seed(int(state))
@@ -101,10 +108,7 @@ class SplitLoader:
         flips = _flip_generator(spec, self.epoch) if spec.train and spec.hflip else None
         start = 0
         for lab, label, index in self._raw_batches():
-            lab = lab.to(spec.device, non_blocking=True)
-            if spec.storage_dtype == "float16":
-                lab = lab.view(torch.float16)
-            lab = lab.float()
+            lab = decode_lab(lab.to(spec.device, non_blocking=True), spec.storage_dtype)
             if flips is not None:  # in place: the batch is this loader's to change
                 chosen = (torch.rand(len(lab), generator=flips) < 0.5).nonzero().view(-1).to(spec.device)
                 lab.index_copy_(0, chosen, lab.index_select(0, chosen).flip(-1))
@@ -158,19 +162,13 @@ class FfcvLoader(SplitLoader):
             return iter(self.loader)
 
 
-class MemoryLoader(SplitLoader):
-    """Holds the whole split as one tensor on the device; batches are index operations."""
+class TensorLoader(SplitLoader):
+    """A split held as tensors on the device (LAB in storage dtype, labels); batches are index
+    operations."""
 
-    def __init__(self, spec: LoaderSpec):
+    def __init__(self, spec: LoaderSpec, lab: torch.Tensor, labels: torch.Tensor):
         super().__init__(spec)
-        reader = _ffcv_loader(spec, 4096, "SEQUENTIAL", distributed=False, drop_last=False)
-        labs, labels = [], []
-        with keep_torch_threads():
-            for lab, label, _ in reader:
-                labs.append(lab.clone())  # FFCV reuses its buffers
-                labels.append(label.view(-1).clone())
-        self.lab = torch.cat(labs).to(spec.device)
-        self.labels = torch.cat(labels).to(spec.device)
+        self.lab, self.labels = lab, labels
 
     def _raw_batches(self):
         spec = self.spec
@@ -178,6 +176,19 @@ class MemoryLoader(SplitLoader):
         order = torch.from_numpy(order[: len(self) * spec.batch_size]).to(spec.device)
         for indices in order.split(spec.batch_size):
             yield self.lab[indices], self.labels[indices], indices
+
+
+class MemoryLoader(TensorLoader):
+    """Reads the split's ``.beton`` file once into tensors on the device."""
+
+    def __init__(self, spec: LoaderSpec):
+        reader = _ffcv_loader(spec, 4096, "SEQUENTIAL", distributed=False, drop_last=False)
+        labs, labels = [], []
+        with keep_torch_threads():
+            for lab, label, _ in reader:
+                labs.append(lab.clone())  # FFCV reuses its buffers
+                labels.append(label.view(-1).clone())
+        super().__init__(spec, torch.cat(labs).to(spec.device), torch.cat(labels).to(spec.device))
 
 
 LOADERS = {"ffcv": FfcvLoader, "memory": MemoryLoader}

@@ -21,7 +21,8 @@ from colorize.config import ConfigError
 from colorize.data import manifest as mf
 from colorize.data.sources import SourceImages, SplitImages, open_source
 from colorize.data.threads import keep_torch_threads
-from colorize.io import atomic_path, sha256_file
+from colorize.io import atomic_path, remove_stale_temporaries, sha256_file
+from colorize.models.registry import check_resolution
 
 STORAGE_DTYPES = ("float32", "float16")
 _LAB_BATCH = 4096
@@ -38,6 +39,7 @@ class PrepareSettings:
     def check(self) -> None:
         if self.resolution < 8:
             raise ConfigError(f"--resolution must be at least 8, got {self.resolution}")
+        check_resolution(self.resolution)
         for name in ("val_fraction", "test_fraction"):
             if not 0 < getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be between 0 and 1")
@@ -60,8 +62,25 @@ def _take(split: SplitImages, indices: np.ndarray) -> SplitImages:
     return SplitImages(split.images[indices], split.labels[indices])
 
 
+_EMPTY_SPLIT_FIX = {"train": "a smaller --val-fraction and --test-fraction",
+                    "val": "a larger --val-fraction", "test": "a larger --test-fraction"}
+
+
+def _refuse_empty(splits: Dict[str, SplitImages], source: SourceImages) -> None:
+    """Raise ConfigError naming the splits that would be empty, and what to change."""
+    empty = [name for name, split in splits.items() if len(split.labels) == 0]
+    if empty:
+        counts = np.bincount(source.splits["train"].labels, minlength=len(source.classes))
+        per_class = ", ".join(f"{name} {count}" for name, count in zip(source.classes, counts))
+        raise ConfigError(
+            f"the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} would be empty (images "
+            f"per class to split: {per_class}); each split takes a rounded fraction of every class: "
+            f"add images to every class, or use {' and '.join(_EMPTY_SPLIT_FIX[n] for n in empty)}"
+        )
+
+
 def make_splits(source: SourceImages, settings: PrepareSettings) -> Dict[str, SplitImages]:
-    """train / val / test, each in a seeded random order."""
+    """train / val / test, each in a seeded random order; ConfigError if one would be empty."""
     train = source.splits["train"]
     test = source.splits.get("test")
     if test is None:
@@ -69,6 +88,7 @@ def make_splits(source: SourceImages, settings: PrepareSettings) -> Dict[str, Sp
         train, test = _take(train, kept), _take(train, held)
     kept, held = stratified_holdout(train.labels, settings.val_fraction, settings.seed)
     splits = {"train": _take(train, kept), "val": _take(train, held), "test": test}
+    _refuse_empty(splits, source)
     rng = np.random.default_rng(settings.seed)
     return {name: _take(s, rng.permutation(len(s.labels))) for name, s in splits.items()}
 
@@ -143,6 +163,7 @@ def prepare(data: str, out_dir: Path, settings: PrepareSettings = PrepareSetting
     """Build (or verify) the prepared directory ``out_dir`` from ``data``; returns the manifest."""
     settings.check()
     out_dir = Path(out_dir)
+    remove_stale_temporaries(out_dir)  # left by a prepare that was killed
     source = open_source(data, cache_dir)
     fingerprint = source.fingerprint
     existing = _up_to_date(out_dir, fingerprint, settings)

@@ -243,8 +243,11 @@ class ImageFolder:
 def _is_cifar10_archive(path: Path) -> bool:
     try:
         with tarfile.open(path, "r:*") as archive:
-            first = archive.next()
-            return first is not None and PurePosixPath(first.name).parts[0] == _CIFAR10_FOLDER
+            for member in archive:
+                parts = PurePosixPath(member.name).parts  # none for the member "./"
+                if parts:
+                    return parts[0] == _CIFAR10_FOLDER
+            return False
     except (tarfile.TarError, OSError, EOFError) as error:
         raise SourceError(f"{path}: not a readable tar archive ({error})") from None
 

@@ -1,7 +1,9 @@
 """Checkpoints of a run directory, each written in a staging folder and then renamed:
 
 - ``last/``: the full Accelerate state (model, optimizer, scaler, RNG of every process, and
-  the registered training state), to resume from;
+  the registered training state), to resume from. It is replaced by two renames (the old one
+  to ``.last.old``, the new one into place); a run killed between them is resumed from
+  ``.last.old``, which is complete until the new ``last/`` is;
 - ``best/``: the best model's weights (``model.safetensors``) and ``model.json``, which is
   everything needed to rebuild it (name, constructor arguments, class names).
 """
@@ -15,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from colorize.errors import ColorizeError
-from colorize.io import replace_directory, staging_directory
+from colorize.io import previous_version, replace_directory, staging_directory
 from colorize.models import create_model
 
 LAST, BEST = "last", "best"
@@ -40,9 +42,13 @@ def save_last(accelerator: Accelerator, run_dir: Path) -> None:
 
 
 def load_last(accelerator: Accelerator, run_dir: Path) -> None:
+    """Restore every registered object from ``last/`` (or ``.last.old`` while it is replaced)."""
     path = Path(run_dir) / LAST
     if not path.is_dir():
-        raise CheckpointError(f"{run_dir} has no {LAST}/ checkpoint to resume from")
+        path = previous_version(path)
+        if not path.is_dir():
+            raise CheckpointError(f"{run_dir} has no {LAST}/ checkpoint to resume from")
+        accelerator.print(f"{run_dir}/{LAST} was being replaced when the run stopped; resuming from {path}")
     accelerator.load_state(str(path))
 
 

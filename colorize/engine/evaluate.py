@@ -20,10 +20,10 @@ def evaluate(model: nn.Module, loader: SplitLoader, accelerator: Accelerator) ->
     was_training = model.training
     model.eval()
     sums = MetricSums(accelerator.device)
-    with accelerator.autocast():
-        for batch in loader:
+    for batch in loader:
+        with accelerator.autocast():
             ab, logits = model(batch.l)
-            sums.update(batch.l, ab, batch.ab, logits, batch.label, batch.valid)
+        sums.update(batch.l, ab, batch.ab, logits, batch.label, batch.valid)
     model.train(was_training)
     return sums.compute(lambda total: accelerator.reduce(total, reduction="sum"))
 
@@ -37,7 +37,7 @@ def evaluate_run(run_dir: Path, data_dir: Optional[str] = None, split: str = "te
     if data_dir is not None:
         config.data.dir = str(data_dir)
     config.data.train_limit = config.data.eval_limit = None  # the whole split
-    accelerator = create_accelerator(config.train)
+    accelerator, _ = create_accelerator(config.train)
     model, spec = load_best(run_dir, accelerator.device)
     classes = read_manifest(Path(config.data.dir))["classes"]
     if classes != spec["classes"]:

@@ -1,7 +1,9 @@
-"""Process set-up for training and evaluation: the Accelerator, a guard against processes that
-were launched together but are not distributed, and the CPU thread count."""
+"""Process set-up for training and evaluation: the Accelerator and its precision, a guard
+against processes that were launched together but are not distributed, and the CPU thread count."""
 import os
-from typing import List, Optional
+import warnings
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 import torch
 from accelerate import Accelerator
@@ -41,18 +43,76 @@ def set_thread_count(threads: Optional[int]) -> None:
     torch.set_num_threads(threads)
 
 
-def create_accelerator(config: TrainConfig, log_with: Optional[str] = None) -> Accelerator:
-    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise ConfigError("train.mixed_precision=fp16 needs a GPU; use bf16 or no on a CPU")
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU's kernels compute bf16 natively (AVX-512 BF16 or AMX), as torch and
+    oneDNN will use them: ``ATEN_CPU_CAPABILITY=avx2`` or ``ONEDNN_MAX_CPU_ISA=AVX2`` make it False."""
+    hardware = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
+        getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return (hardware and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+            and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def cpu_description() -> str:
+    """The CPU kernels torch uses here, e.g. ``AVX2`` or ``AVX512 with native bf16``."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"{capability} with native bf16" if cpu_has_native_bf16() else capability
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The precision a run computes in (Accelerate's name: ``no``, ``bf16`` or ``fp16``) and why."""
+
+    name: str
+    reason: str
+
+
+def resolve_precision(requested: str, cuda: bool) -> Precision:
+    """``train.mixed_precision`` on this hardware. ``auto`` is bf16 where the device computes it
+    natively and fp32 otherwise; bf16 asked for on a CPU without it works, with a warning."""
+    if requested in ("no", "fp32"):
+        return Precision("no", "fp32 asked for")
+    if requested == "fp16":
+        if not cuda:
+            raise ConfigError("train.mixed_precision=fp16 needs a GPU; use auto, bf16 or no on a CPU")
+        return Precision("fp16", "fp16 asked for")
+    if cuda:
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        device = f"the GPU ({torch.cuda.get_device_name()})"
+    else:
+        native = cpu_has_native_bf16()
+        device = f"the CPU ({cpu_description()})"
+    if requested == "bf16":
+        if not native:
+            warnings.warn(f"train.mixed_precision=bf16 on {device}, which has no native bf16: it is "
+                          "emulated, and training can be ten times slower or more than in fp32; "
+                          "use train.mixed_precision=auto", stacklevel=2)
+        return Precision("bf16", "bf16 asked for" + ("" if native else f", emulated on {device}"))
+    if native:
+        return Precision("bf16", f"auto: {device} computes bf16 natively")
+    return Precision("no", f"auto: {device} has no native bf16, so fp32")
+
+
+def create_accelerator(config: TrainConfig, log_with: Optional[str] = None) -> Tuple[Accelerator, Precision]:
+    """The Accelerator of this process, and the precision it computes in."""
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before CUDA starts
+    precision = resolve_precision(config.mixed_precision, torch.cuda.is_available())
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),  # several processes without a GPU: DDP on gloo
-        mixed_precision=config.mixed_precision,
-        gradient_accumulation_steps=config.grad_accum,
+        mixed_precision=precision.name,
         log_with=log_with,
     )
     check_distributed(accelerator)
     set_thread_count(config.threads)
-    return accelerator
+    return accelerator, precision
+
+
+def sync_batchnorm(model: nn.Module, accelerator: Accelerator) -> nn.Module:
+    """``model`` with BatchNorm statistics computed over all processes (``train.sync_batchnorm``)."""
+    if accelerator.num_processes > 1 and accelerator.device.type == "cpu":
+        raise ConfigError("train.sync_batchnorm needs GPUs: torch's SyncBatchNorm has no CPU "
+                          "implementation; set train.sync_batchnorm=false")
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def sync_buffers(model: nn.Module, accelerator: Accelerator) -> None:

@@ -6,25 +6,27 @@ L1, agreed by every process; ``last/`` and ``best/`` checkpoints every epoch; an
 the test metrics of the best checkpoint. Everything a run produces lands in ``run.dir``:
 ``config.yaml``, ``last/``, ``best/`` and ``metrics.json``.
 """
+import contextlib
 import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm import tqdm
 
-from colorize.config import Config, load_config, save_config
+from colorize.config import Config, ConfigError, load_config, save_config, to_dict
 from colorize.data.loaders import SplitLoader, build_loaders, per_process_batch_size
 from colorize.data.manifest import read_manifest
 from colorize.engine import checkpoint
 from colorize.engine.early_stopping import EarlyStopping
 from colorize.engine.evaluate import evaluate
-from colorize.engine.runtime import create_accelerator, parameter_checksums, sync_buffers
+from colorize.engine.runtime import (Precision, cpu_description, create_accelerator, parameter_checksums,
+                                     sync_batchnorm, sync_buffers)
 from colorize.engine.visuals import EpochVisuals
 from colorize.errors import ColorizeError
 from colorize.io import atomic_write_text
@@ -99,6 +101,15 @@ def _check_finite(values: Dict[str, float], epoch: int, step: int, run_dir: Path
         )
 
 
+def _accumulation_groups(batches: int, accum: int):
+    """For each batch of an epoch: (size of its accumulation group, whether the optimizer steps
+    after it). The last group of an epoch may be smaller; it is applied at the epoch's end."""
+    for index in range(batches):
+        start = index - index % accum
+        end = min(start + accum, batches)
+        yield end - start, index + 1 == end
+
+
 def train_epoch(model, optimizer, loader: SplitLoader, accelerator: Accelerator, config: Config,
                 state: TrainState, epoch: int) -> Dict[str, float]:
     """One pass over the training split; returns the epoch's global means and throughput."""
@@ -109,18 +120,20 @@ def train_epoch(model, optimizer, loader: SplitLoader, accelerator: Accelerator,
                     disable=not accelerator.is_local_main_process, leave=False, dynamic_ncols=True)
     seen = torch.zeros(loader.num_samples, dtype=torch.int32, device=accelerator.device)
     batches = iter(loader)
-    for index in range(len(loader)):
+    groups = _accumulation_groups(len(loader), config.train.grad_accum)
+    for index, (group_size, steps) in enumerate(groups):
         waited = time.perf_counter()
         batch = next(batches)
         waited = time.perf_counter() - waited
-        with accelerator.accumulate(model):
+        with contextlib.nullcontext() if steps else accelerator.no_sync(model):
             ab, logits = model(batch.l)
             losses = colorization_loss(ab, batch.ab, logits, batch.label, config.loss)
-            accelerator.backward(losses["total"])
+            accelerator.backward(losses["total"] / group_size)
+        if steps:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        state.step += int(accelerator.sync_gradients)
-        seen.index_add_(0, batch.index, torch.ones_like(batch.index, dtype=torch.int32))
+            state.step += 1
+        seen.index_put_((batch.index,), torch.ones_like(batch.index, dtype=torch.int32), accumulate=True)
         window.add(losses, len(batch.l), waited)
         total.add(losses, len(batch.l), waited)
         progress.update()
@@ -140,7 +153,7 @@ def train_epoch(model, optimizer, loader: SplitLoader, accelerator: Accelerator,
 
 
 def _write_metrics(run_dir: Path, config: Config, state: TrainState, accelerator: Accelerator,
-                   test: Optional[dict] = None) -> dict:
+                   precision: Precision, test: Optional[dict] = None) -> dict:
     history = state.history
     train_seconds = sum(h["train"]["seconds"] for h in history)
     train_images = sum(h["train"]["images"] for h in history)
@@ -149,8 +162,10 @@ def _write_metrics(run_dir: Path, config: Config, state: TrainState, accelerator
         "run": config.run.name,
         "world_size": accelerator.num_processes,
         "batch_size_per_process": per_process_batch_size(config.data, accelerator.num_processes),
-        "mixed_precision": config.train.mixed_precision,
+        "mixed_precision": precision.name,
+        "mixed_precision_reason": precision.reason,
         "device": str(accelerator.device),
+        "cpu": cpu_description(),
         "torch_threads": torch.get_num_threads(),
         "epochs_run": state.epoch,
         "stopped_early": early.should_stop,
@@ -166,31 +181,75 @@ def _write_metrics(run_dir: Path, config: Config, state: TrainState, accelerator
     return metrics
 
 
-def _prepare_run_dir(config: Config, resume: bool, accelerator: Accelerator) -> Path:
-    run_dir = config.run.path
-    if not resume and (run_dir / checkpoint.LAST).exists():
-        raise RunExists(f"{run_dir} already holds a run; resume it with colorize train --resume "
-                        f"{run_dir}, or pick another run.name or run.dir")
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
-    return run_dir
+# Settings that define what a run learns from: a resumed run must keep them.
+_FIXED_ON_RESUME = ("model.", "data.train_limit", "data.eval_limit", "data.batch_size",
+                    "data.batch_size_scope", "data.hflip")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return flat
+
+
+def _check_resume_keeps(previous: Config, config: Config) -> None:
+    """Refuse, by name, a resume that changes what the run learns from."""
+    old, new = _flat(to_dict(previous)), _flat(to_dict(config))
+    for key in old:
+        if key.startswith(_FIXED_ON_RESUME) and old[key] != new[key]:
+            raise ConfigError(f"{key} cannot change when resuming a run ({old[key]!r} -> {new[key]!r}); "
+                              f"start a new run with --config instead")
+
+
+def _resume_plan(previous: Config, config: Config, state: TrainState) -> Tuple[bool, str]:
+    """(whether training goes on, the message that says what a resume does)."""
+    early, epochs, done = state.early_stopping, config.train.epochs, state.epoch
+    if early.should_stop and epochs > previous.train.epochs:
+        early.bad_epochs = 0
+        return True, (f"the run stopped early after epoch {done}; train.epochs is now {epochs}: training "
+                      f"on with early stopping restarted (patience {early.patience})")
+    if early.should_stop:
+        return False, (f"the run is complete: it stopped early after epoch {done}, {early.bad_epochs} epochs "
+                       "without improvement; raise train.epochs or train.patience to train on")
+    if done >= epochs:
+        return False, f"the run is complete: it trained all {epochs} epochs; raise train.epochs to train on"
+    if early.bad_epochs >= previous.train.patience:
+        return True, (f"the run stopped early after epoch {done}; train.patience is now {early.patience}: "
+                      f"training on to epoch {epochs}")
+    if done >= previous.train.epochs:
+        return True, f"the run trained all {done} epochs; train.epochs is now {epochs}: training on"
+    return True, f"resuming after epoch {done} of {epochs}"
+
+
+def _build_model(config: Config, manifest: dict, accelerator: Accelerator):
+    """The model (not yet prepared) and the spec that rebuilds it."""
+    spec = {"name": config.model.name, "classes": manifest["classes"],
+            "kwargs": model_kwargs(config.model, len(manifest["classes"]), manifest["resolution"])}
+    model = create_model(spec["name"], **spec["kwargs"])
+    if config.train.sync_batchnorm:
+        model = sync_batchnorm(model, accelerator)
+    if config.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, spec
 
 
 def train(config: Config, resume: bool = False) -> dict:
     """Train (or, with ``resume``, continue) the run ``config.run.path``; returns its metrics."""
-    accelerator = create_accelerator(config.train, log_with=accelerate_log_with(config.tracking))
-    run_dir = _prepare_run_dir(config, resume, accelerator)
-    set_seed(config.train.seed)
+    accelerator, precision = create_accelerator(config.train, log_with=accelerate_log_with(config.tracking))
+    run_dir = config.run.path
+    if resume:
+        previous = load_config(str(run_dir / "config.yaml"))
+        _check_resume_keeps(previous, config)
+    elif (run_dir / checkpoint.LAST).exists():
+        raise RunExists(f"{run_dir} already holds a run; resume it with colorize train --resume "
+                        f"{run_dir}, or pick another run.name or run.dir")
+    set_seed(config.train.seed, deterministic=config.train.deterministic)
     manifest = read_manifest(Path(config.data.dir))
     world, rank = accelerator.num_processes, accelerator.process_index
     loaders = build_loaders(config.data, seed=config.train.seed, rank=rank, world=world,
                             device=accelerator.device)
-    spec = {"name": config.model.name, "classes": manifest["classes"],
-            "kwargs": model_kwargs(config.model, len(manifest["classes"]), manifest["resolution"])}
-    model = create_model(spec["name"], **spec["kwargs"])
-    if config.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, spec = _build_model(config, manifest, accelerator)
     lr = config.optim.lr * (world if config.optim.scale_lr_with_world_size else 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.optim.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -200,6 +259,15 @@ def train(config: Config, resume: bool = False) -> dict:
         checkpoint.load_last(accelerator, run_dir)
         for group in optimizer.param_groups:  # the config's rate wins over the saved one
             group["lr"] = lr
+        going_on, message = _resume_plan(previous, config, state)
+        accelerator.print(f"{run_dir}: {message}")
+        if not going_on and (run_dir / METRICS).is_file():
+            accelerator.end_training()
+            return json.loads((run_dir / METRICS).read_text())
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+    accelerator.print(f"precision: {'fp32' if precision.name == 'no' else precision.name} ({precision.reason})")
     tracker = RunTracker(config, accelerator, run_dir, state.tracking_id)
     state.tracking_id = tracker.run_id
     visuals = EpochVisuals(config, manifest["classes"], accelerator, tracker) \
@@ -224,7 +292,7 @@ def train(config: Config, resume: bool = False) -> dict:
             visuals.grid(plain_model, epoch + 1, state.step)
         checkpoint.save_last(accelerator, run_dir)
         if accelerator.is_main_process:
-            _write_metrics(run_dir, config, state, accelerator)
+            _write_metrics(run_dir, config, state, accelerator, precision)
             _print_epoch(state.history[-1], state.early_stopping)
         if state.early_stopping.should_stop:
             accelerator.set_trigger()
@@ -238,7 +306,7 @@ def train(config: Config, resume: bool = False) -> dict:
     test = evaluate(best, loaders["test"], accelerator)
     metrics = None
     if accelerator.is_main_process:
-        metrics = _write_metrics(run_dir, config, state, accelerator, test)
+        metrics = _write_metrics(run_dir, config, state, accelerator, precision, test)
         print(f"test of best epoch {state.early_stopping.best_epoch}: " + _format(test))
         tracker.summarize({f"test/{k}": v for k, v in test.items()})
         visuals.test_table(best, state.step)

@@ -38,11 +38,14 @@ class FusionColorizer(nn.Module):
     4w, global features -> ``global_hidden`` -> ``global_dim``, fusion 1x1 conv, and a decoder
     of three grouped stride-2 transposed convs back to full resolution."""
 
+    resolution_multiple = 8  # three stride-2 stages down, then three up
+
     def __init__(self, num_classes: int = 10, resolution: int = 32, width: int = 32,
                  global_hidden: int = 512, global_dim: int = 128):
         super().__init__()
-        if resolution % 8:
-            raise ValueError(f"resolution must be a multiple of 8, got {resolution}")
+        multiple = self.resolution_multiple
+        if resolution % multiple:
+            raise ValueError(f"resolution must be a multiple of {multiple}, got {resolution}")
         deep, grid = 4 * width, resolution // 8
         self.encoder = nn.Sequential(
             conv_bn_relu(1, width, 4, 2, 1),
