@@ -19,18 +19,19 @@ from torch.utils.data import DataLoader, Dataset
 from colorize.color import lab_to_rgb
 from colorize.config import DataConfig
 from colorize.data.loaders import MemoryLoader, build_loaders, decode_lab
+from colorize.engine.runtime import cpu_description
 from colorize.images import to_uint8
 
 
 def machine_description() -> str:
-    """CPU model, core count and, when present, the GPU."""
+    """CPU model, the kernels torch uses on it (e.g. ``AVX2``), core count and, when present, the GPU."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
             cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+    text = f"{cpu}, {cpu_description()}, {os.cpu_count()} cores, torch {torch.__version__}"
     if torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name()}"
     return text

@@ -92,9 +92,12 @@ def test_resuming_a_two_process_run_matches_an_uninterrupted_one(cifar_dir, ddp_
 
 def test_early_stopping_is_agreed_by_both_processes(cifar_dir, tmp_path):
     run_dir = tmp_path / "early"
+    # also fp32 typed as `no`, and accumulation over 3, 3 and 2 of the 8 batches per process
     result = launch(*smoke(cifar_dir, run_dir, "train.epochs=10", "train.patience=2", "train.min_delta=1000",
-                           "data.train_limit=512"))
-    assert metrics_of(run_dir)["epochs_run"] == 3
+                           "data.train_limit=512", "train.mixed_precision=no", "train.grad_accum=3"))
+    metrics = metrics_of(run_dir)
+    assert metrics["epochs_run"] == 3 and metrics["mixed_precision"] == "no"
+    assert [h["step"] for h in metrics["history"]] == [3, 6, 9]
     for rank in (0, 1):
         assert f"[process {rank}] stopping early after epoch 3" in result.stdout
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from colorize.config import load_config
-from colorize.engine.trainer import train
+from colorize.config import ConfigError, load_config
+from colorize.engine.trainer import train, train_from_cli
 from conftest import REPO, run_cli
 from test_runtime import AVX2_ONLY
 
@@ -85,51 +85,54 @@ def test_diverging_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(cifa
     assert (run_dir / "last" / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("typed, env", [("no", {}), ("auto", AVX2_ONLY)])
-def test_fp32_is_typed_as_no_or_chosen_by_auto_on_avx2(cifar_dir, tmp_path, typed, env):
-    run_dir = tmp_path / typed
+def test_auto_chooses_fp32_when_the_cpu_kernels_are_limited_to_avx2(cifar_dir, tmp_path):
+    run_dir = tmp_path / "avx2"
     result = run_cli("train", "--config", REPO / "configs" / "smoke.yaml", f"data.dir={cifar_dir}",
-                     f"run.dir={run_dir}", "train.epochs=1", "data.train_limit=256",
-                     f"train.mixed_precision={typed}", env=env)
-    assert "precision: fp32" in result.stdout
+                     f"run.dir={run_dir}", "train.epochs=1", "data.train_limit=256", env=AVX2_ONLY)
+    assert "precision: fp32 (auto: the CPU (AVX2) has no native bf16" in result.stdout
     metrics = metrics_of(run_dir)
-    assert metrics["mixed_precision"] == "no" and metrics["history"][0]["train"]["images"] == 256
-    assert ("AVX2" in metrics["mixed_precision_reason"]) == bool(env)
+    assert metrics["mixed_precision"] == "no" and metrics["cpu"] == "AVX2"
+    assert metrics["history"][0]["train"]["images"] == 256
 
 
-def test_extending_a_finished_run_trains_on_and_an_unchanged_resume_does_nothing(cifar_dir, tmp_path):
+def resume(run_dir, *overrides):
+    return train_from_cli(None, list(overrides), str(run_dir))
+
+
+def test_extending_a_finished_run_trains_on_and_an_unchanged_resume_does_nothing(cifar_dir, tmp_path, capsys):
     run_dir = tmp_path / "finished"
     train(smoke_config(cifar_dir, run_dir, "train.epochs=10", "train.patience=1", "train.min_delta=1000",
                        "data.train_limit=256", "data.eval_limit=128"))
     assert metrics_of(run_dir)["epochs_run"] == 2 and metrics_of(run_dir)["stopped_early"]
+    capsys.readouterr()
 
-    unchanged = run_cli("train", "--resume", run_dir)
-    assert "the run is complete" in unchanged.stdout and metrics_of(run_dir)["epochs_run"] == 2
+    assert resume(run_dir)["epochs_run"] == 2
+    assert "the run is complete: it stopped early after epoch 2" in capsys.readouterr().out
     assert load_config(str(run_dir / "config.yaml")).train.epochs == 10
 
-    extended = run_cli("train", "--resume", run_dir, "train.epochs=12")
-    assert "training on with early stopping restarted" in extended.stdout
-    metrics = metrics_of(run_dir)  # one more epoch: patience 1, and min_delta allows no improvement
-    assert metrics["epochs_run"] == 3 and metrics["stopped_early"] and "test" in metrics
+    metrics = resume(run_dir, "train.epochs=12")  # one more epoch: patience 1, min_delta 1000
+    assert "training on with early stopping restarted" in capsys.readouterr().out
+    assert metrics["epochs_run"] == 3 and metrics["stopped_early"] and metrics_of(run_dir) == metrics
     assert load_config(str(run_dir / "config.yaml")).train.epochs == 12
 
-    patient = run_cli("train", "--resume", run_dir, "train.epochs=12", "train.patience=2")
-    assert "train.patience is now 2" in patient.stdout and metrics_of(run_dir)["epochs_run"] == 4
+    assert resume(run_dir, "train.patience=2")["epochs_run"] == 4
+    assert "train.patience is now 2" in capsys.readouterr().out
 
     for change in ("model.width=16", "data.train_limit=128"):
-        refused = run_cli("train", "--resume", run_dir, "train.epochs=20", change, check=False)
-        assert refused.returncode == 1 and "Traceback" not in refused.stderr
-        assert f"{change.split('=')[0]} cannot change when resuming" in refused.stderr
+        with pytest.raises(ConfigError, match=f"{change.split('=')[0]} cannot change when resuming"):
+            resume(run_dir, "train.epochs=20", change)
+    assert metrics_of(run_dir)["epochs_run"] == 4
 
 
 def test_accumulation_ends_with_the_epoch_and_resumes_exactly(cifar_dir, tmp_path):
     # 7 batches of 64 with grad_accum=2: steps after batches 2, 4, 6 and 7 of each epoch
-    settings = ("train.grad_accum=2", "data.train_limit=448", "data.eval_limit=128", "train.deterministic=true")
+    settings = ("train.grad_accum=2", "data.train_limit=448", "data.eval_limit=128",
+                "train.deterministic=true")
     whole = tmp_path / "whole"
     train(smoke_config(cifar_dir, whole, *settings))
     split = tmp_path / "split"
     train(smoke_config(cifar_dir, split, "train.epochs=1", *settings))
-    train(smoke_config(cifar_dir, split, *settings), resume=True)
+    resume(split, "train.epochs=2")
     assert [h["step"] for h in metrics_of(whole)["history"]] == [4, 8]
     assert metrics_of(split)["history"][1]["val"] == metrics_of(whole)["history"][1]["val"]
     uninterrupted = load_file(str(whole / "last" / "model.safetensors"))
@@ -138,13 +141,12 @@ def test_accumulation_ends_with_the_epoch_and_resumes_exactly(cifar_dir, tmp_pat
         assert torch.equal(resumed[name], tensor), name
 
 
-def test_resume_uses_the_previous_last_when_it_was_being_replaced(cifar_dir, two_epochs, tmp_path):
+def test_resume_uses_the_previous_last_when_it_was_being_replaced(two_epochs, tmp_path, capsys):
     import shutil
 
     run_dir = tmp_path / "swapping"
     shutil.copytree(two_epochs, run_dir)
     (run_dir / "last").rename(run_dir / ".last.old")  # killed between the two renames
-    result = run_cli("train", "--resume", run_dir, "train.epochs=3")
-    assert "was being replaced" in result.stdout
-    assert metrics_of(run_dir)["epochs_run"] == 3 and (run_dir / "last").is_dir()
-    assert not (run_dir / ".last.old").exists()
+    assert resume(run_dir, "train.epochs=3")["epochs_run"] == 3
+    assert "was being replaced when the run stopped" in capsys.readouterr().out
+    assert (run_dir / "last").is_dir() and not (run_dir / ".last.old").exists()
