@@ -203,7 +203,8 @@ def _check_resume_keeps(previous: Config, config: Config) -> None:
 
 
 def _resume_plan(previous: Config, config: Config, state: TrainState) -> Tuple[bool, str]:
-    """(whether training goes on, the message that says what a resume does)."""
+    """(whether training goes on, the message that says what a resume does). Raising
+    ``train.epochs`` on a run that stopped early restarts its early-stopping count."""
     early, epochs, done = state.early_stopping, config.train.epochs, state.epoch
     if early.should_stop and epochs > previous.train.epochs:
         early.bad_epochs = 0
