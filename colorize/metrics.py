@@ -42,26 +42,25 @@ class MetricSums:
 
     def update(self, l: torch.Tensor, ab_pred: torch.Tensor, ab_true: torch.Tensor,
                logits: torch.Tensor, labels: torch.Tensor, valid: Optional[torch.Tensor] = None) -> None:
+        """Add a batch; samples where ``valid`` is False (padding) count for nothing. Nothing
+        here waits for the device."""
         with torch.autocast(l.device.type, enabled=False):
-            self._add(l, ab_pred, ab_true, logits, labels, valid)
+            self.sums += self._batch_sums(l.float(), ab_pred.float(), ab_true.float(), logits, labels, valid)
 
-    def _add(self, l, ab_pred, ab_true, logits, labels, valid) -> None:
-        if valid is not None and not bool(valid.all()):
-            if not bool(valid.any()):
-                return
-            l, ab_pred, ab_true, logits, labels = (t[valid] for t in (l, ab_pred, ab_true, logits, labels))
-        l, ab_pred, ab_true = l.float(), ab_pred.float(), ab_true.float()
+    @staticmethod
+    def _batch_sums(l, ab_pred, ab_true, logits, labels, valid) -> torch.Tensor:
+        weight = torch.ones_like(labels, dtype=torch.float64) if valid is None else valid.double()
         rgb_pred, rgb_true = lab_to_rgb(join_lab(l, ab_pred)), lab_to_rgb(join_lab(l, ab_true))
-        batch = torch.stack((
-            (ab_pred - ab_true).abs().sum(dtype=torch.float64),
-            torch.tensor(ab_true.numel(), dtype=torch.float64, device=l.device),
-            psnr(rgb_pred, rgb_true).sum(dtype=torch.float64),
-            colorfulness(rgb_pred).sum(dtype=torch.float64),
-            colorfulness(rgb_true).sum(dtype=torch.float64),
-            (logits.argmax(dim=1) == labels).sum(dtype=torch.float64),
-            torch.tensor(len(labels), dtype=torch.float64, device=l.device),
+        per_image = torch.stack((
+            (ab_pred - ab_true).abs().flatten(1).sum(dim=1, dtype=torch.float64),
+            torch.full_like(weight, ab_true[0].numel()),
+            psnr(rgb_pred, rgb_true).double(),
+            colorfulness(rgb_pred).double(),
+            colorfulness(rgb_true).double(),
+            (logits.argmax(dim=1) == labels).double(),
+            torch.ones_like(weight),
         ))
-        self.sums += batch
+        return per_image @ weight
 
     def compute(self, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> Dict[str, float]:
         """The metrics over every process; ``reduce`` sums a tensor across processes."""

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from colorize.config import ConfigError, DataConfig
-from colorize.data.loaders import build_loaders, epoch_order
+from colorize.data.loaders import flip_generator, build_loaders, epoch_order
 
 HERE = Path(__file__).parent
 
@@ -54,6 +54,20 @@ def test_train_order_changes_per_epoch_drops_partial_batch_and_flips(small_dir):
     assert 20 < sum(flipped) < 80
     i = flipped.index(True)
     assert torch.equal(first[i // 10][0][i % 10], unflipped[i // 10][0][i % 10].flip(-1))
+
+
+@pytest.mark.parametrize("kind", ["ffcv", "memory"])
+def test_flips_are_the_seeded_draws_of_each_epoch(small_dir, kind):
+    # the rule that fixes every flip: one uniform draw per sample, batch after batch, from the
+    # generator seeded by (seed, epoch, rank); below 0.5 flips the sample left to right
+    flipped = loaders(small_dir, kind, batch_size=10)["train"]
+    plain = loaders(small_dir, kind, batch_size=10, hflip=False)["train"]
+    for epoch in (0, 2):
+        draws = flip_generator(flipped.spec, epoch)
+        for a, b in zip(collect(flipped, epoch), collect(plain, epoch)):
+            mask = (torch.rand(len(b[0]), generator=draws) < 0.5).view(-1, 1, 1, 1)
+            assert torch.equal(a[0], torch.where(mask, b[0].flip(-1), b[0]))
+            assert torch.equal(a[1], torch.where(mask, b[1].flip(-1), b[1]))
 
 
 def test_batches_have_the_documented_shapes(small_dir):

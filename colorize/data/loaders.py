@@ -68,7 +68,9 @@ def decode_lab(lab: torch.Tensor, storage_dtype: str) -> torch.Tensor:
     return lab.float()
 
 
-def _flip_generator(spec: LoaderSpec, epoch: int) -> torch.Generator:
+def flip_generator(spec: LoaderSpec, epoch: int) -> torch.Generator:
+    """The CPU generator of ``epoch``'s flips: one uniform draw per sample, batch after batch;
+    a draw below 0.5 flips the sample left to right. The same on every device."""
     state = np.random.SeedSequence([spec.seed, epoch, spec.rank]).generate_state(1)[0]
     return torch.Generator().manual_seed(int(state))
 
@@ -105,13 +107,13 @@ class SplitLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         spec = self.spec
-        flips = _flip_generator(spec, self.epoch) if spec.train and spec.hflip else None
+        flips = flip_generator(spec, self.epoch) if spec.train and spec.hflip else None
         start = 0
         for lab, label, index in self._raw_batches():
             lab = decode_lab(lab.to(spec.device, non_blocking=True), spec.storage_dtype)
-            if flips is not None:  # in place: the batch is this loader's to change
-                chosen = (torch.rand(len(lab), generator=flips) < 0.5).nonzero().view(-1).to(spec.device)
-                lab.index_copy_(0, chosen, lab.index_select(0, chosen).flip(-1))
+            if flips is not None:  # drawn on the CPU, applied on the device without waiting for it
+                flip = (torch.rand(len(lab), generator=flips) < 0.5).to(spec.device, non_blocking=True)
+                lab = torch.where(flip.view(-1, 1, 1, 1), lab.flip(-1), lab)
             positions = torch.arange(start, start + len(lab), device=spec.device)
             start += len(lab)
             yield Batch(
@@ -159,7 +161,12 @@ class FfcvLoader(SplitLoader):
     def _raw_batches(self):
         self.loader.next_epoch = self.epoch
         with keep_torch_threads():
-            return iter(self.loader)
+            batches = iter(self.loader)
+        if self.spec.device.type == "cpu":
+            return batches
+        # FFCV refills its pinned buffers when the next batch is asked for, possibly while an
+        # asynchronous copy to the device still reads them: copy each batch out of them first
+        return (tuple(t.clone() for t in batch) for batch in batches)
 
 
 class TensorLoader(SplitLoader):

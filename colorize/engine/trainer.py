@@ -67,24 +67,25 @@ class TrainState:
 
 
 class _Window:
-    """Loss sums and timings since the last log line, summed over processes when read."""
+    """Loss sums and timings since the last log line. The sums stay on the device, so adding a
+    batch never waits for it; ``read`` sums them over processes."""
 
     def __init__(self, device: torch.device):
-        self.sums = torch.zeros(len(_LOSSES) + 1, dtype=torch.float64, device=device)
+        self.sums = torch.zeros(len(_LOSSES), dtype=torch.float64, device=device)
+        self.images = 0
         self.wait = 0.0
         self.started = time.perf_counter()
 
     def add(self, losses: Dict[str, torch.Tensor], images: int, wait: float) -> None:
-        parts = [losses[name].detach().double() * images for name in _LOSSES]
-        self.sums += torch.stack(parts + [torch.tensor(float(images), dtype=torch.float64,
-                                                       device=self.sums.device)])
+        self.sums += torch.stack([losses[name].detach().double() for name in _LOSSES]) * images
+        self.images += images
         self.wait += wait
 
     def read(self, accelerator: Accelerator) -> Dict[str, float]:
         """Global mean losses, images/s and the fraction of time spent waiting for data."""
-        sums = accelerator.reduce(self.sums.clone(), reduction="sum").tolist()
+        local = torch.cat((self.sums, self.sums.new_full((1,), self.images)))
+        *sums, images = accelerator.reduce(local, reduction="sum").tolist()
         seconds = time.perf_counter() - self.started
-        images = sums[-1]
         values = {f"loss_{name}" if name != "total" else "loss": s / max(images, 1)
                   for name, s in zip(_LOSSES, sums)}
         values.update(images=images, seconds=seconds, images_per_s=images / max(seconds, 1e-9),
