@@ -1,5 +1,6 @@
 # colorize: `make test` sets everything up from nothing and runs the tests; `make train` runs
-# the reference recipe on the hardware present.
+# the reference recipe on the hardware present (all GPUs, one process each, or two CPU processes
+# with DDP: `python -m colorize.launch` prints the command).
 # Variables: PYTHON, VENV, DATA (a --data source), DATA_DIR, CONFIG, TRAIN_ARGS, PYTEST_ARGS.
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,9 +9,6 @@ DATA_DIR ?= data/cifar10
 CONFIG ?= configs/reference.yaml
 TRAIN_ARGS ?=
 PYTEST_ARGS ?=
-# All GPUs when there are any (one process each), otherwise two CPU processes with DDP.
-GPUS := $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU')
-LAUNCH := $(if $(filter-out 0,$(GPUS)),--config_file launch/multi-gpu.yaml --num_processes $(GPUS),--config_file launch/cpu-ddp.yaml)
 # Debian packages FFCV needs to build, and the pkg-config names that show they are present.
 SYSTEM_PACKAGES := libturbojpeg0-dev libopencv-dev pkg-config g++
 PKG_CONFIG_NAMES := opencv4 libturbojpeg
@@ -54,10 +52,11 @@ prepare: setup
 	$(BIN)/colorize prepare --data $(DATA) --out $(DATA_DIR)
 
 train: prepare
-	$(BIN)/accelerate launch $(LAUNCH) -m colorize train --config $(CONFIG) data.dir=$(DATA_DIR) $(TRAIN_ARGS)
+	$$($(BIN)/python -m colorize.launch) -m colorize train --config $(CONFIG) data.dir=$(DATA_DIR) $(TRAIN_ARGS)
 
 bench: setup
 	$(BIN)/colorize bench loader --data $(DATA_DIR)
+	$(BIN)/colorize bench train --data $(DATA_DIR)
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

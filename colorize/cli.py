@@ -68,6 +68,14 @@ def _bench_loader(args) -> int:
     return 0
 
 
+def _bench_train(args) -> int:
+    from colorize.train_benchmark import format_train_table, train_benchmark
+
+    result = train_benchmark(Path(args.data), steps=args.steps, batch_size=args.batch_size)
+    print(json.dumps(result, indent=2) if args.json else format_train_table(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="colorize", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     loader.add_argument("--epochs", type=int, default=3, help="timed epochs per loader, after a warm-up one")
     loader.add_argument("--json", action="store_true", help="print the figures as JSON")
     loader.set_defaults(run=_bench_loader)
+    training = benches.add_parser("train", help="training images/s against the report's pipeline and "
+                                               "the machine's matmul peak")
+    training.add_argument("--data", required=True, help="a prepared directory")
+    training.add_argument("--steps", type=int, default=16, help="timed batches per entry, after as many warm-up ones")
+    training.add_argument("--batch-size", type=int, default=512)
+    training.add_argument("--json", action="store_true", help="print the figures as JSON")
+    training.set_defaults(run=_bench_train)
     return parser
 
 

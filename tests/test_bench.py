@@ -1,11 +1,13 @@
 import json
 
 import numpy as np
+import pytest
 
-from colorize.bench import stored_rgb
+from colorize.bench import format_table, stored_rgb
 from colorize.config import DataConfig
 from colorize.data.loaders import build_loaders
 from colorize.data.prepare import PrepareSettings, prepare
+from colorize.train_benchmark import format_train_table
 from conftest import run_cli
 
 
@@ -15,8 +17,26 @@ def test_loader_benchmark_reports_every_loader(small_dir):
     assert set(figures["loaders"]) == {"ffcv", "memory", "per_item"}
     assert all(f["images_per_s"] > 0 for f in figures["loaders"].values())
     assert "cores" in figures["machine"]
-    table = run_cli("bench", "loader", "--data", small_dir, "--batch-size", "16", "--epochs", "1").stdout
-    assert table.splitlines()[0].split() == ["loader", "images/s", "vs", "per-item"]
+    assert format_table(figures).splitlines()[0].split() == ["loader", "images/s", "vs", "per-item"]
+
+
+@pytest.mark.slow
+def test_training_benchmark_measures_every_entry_against_the_peak(small_dir):
+    result = run_cli("bench", "train", "--data", small_dir, "--steps", "1", "--batch-size", "16", "--json")
+    figures = json.loads(result.stdout)
+    entries = figures["entries"]
+    assert set(entries) == {"report", "fp32", "make_train"} | ({"bf16"} if figures["native_bf16"] else set())
+    assert entries["fp32"]["precision"] == "fp32" and entries["make_train"]["processes"] == 2
+    assert entries["make_train"]["precision"] == ("bf16" if figures["native_bf16"] else "fp32")
+    ours = entries["fp32"]["gflop_per_image"]
+    assert 0.09 < ours < 0.13 and entries["report"]["gflop_per_image"] > 1.2 * ours  # encoder twice
+    for entry in entries.values():
+        assert entry["images_per_s"] > 0 and 0 <= entry["data_wait_fraction"] < 1
+        peak = figures["matmul_peak_gflop_per_s"][entry["precision"]]
+        assert entry["utilization"] == pytest.approx(entry["images_per_s"] * entry["gflop_per_image"] / peak)
+    table = format_train_table(figures).splitlines()
+    assert [line.split()[0] for line in table[1:len(entries) + 1]] == list(entries)
+    assert "matmul peak" in table[-2] and "cores" in table[-1]
 
 
 def test_per_item_images_from_float16_storage_match_float32(small_source, small_dir, tmp_path):

@@ -49,10 +49,9 @@ def test_smoke_run_trains_and_writes_a_complete_run_dir(two_epochs):
 
 def test_resumed_run_matches_an_uninterrupted_one(cifar_dir, two_epochs, tmp_path):
     run_dir = tmp_path / "resumed"
-    run_cli("train", "--config", REPO / "configs" / "smoke.yaml", f"data.dir={cifar_dir}",
-            f"run.dir={run_dir}", "train.epochs=1")
+    train(smoke_config(cifar_dir, run_dir, "train.epochs=1"))
     assert metrics_of(run_dir)["epochs_run"] == 1
-    run_cli("train", "--resume", run_dir, "train.epochs=2")
+    run_cli("train", "--resume", run_dir, "train.epochs=2")  # in a new process
     resumed, uninterrupted = metrics_of(run_dir), metrics_of(two_epochs)
     assert resumed["history"][1]["val"] == uninterrupted["history"][1]["val"]
     assert resumed["history"][1]["train"]["loss"] == uninterrupted["history"][1]["train"]["loss"]

@@ -1,0 +1,186 @@
+"""``colorize bench train``: training images/s, data loading included, measured in one run for
+
+- ``report``: the original report's pipeline rebuilt faithfully: a per-item dataset that makes
+  a PIL image, flips it and converts it with scikit-image's ``rgb2lab``, a ``DataLoader`` with
+  one worker per core, fp32, and the report's network as its code ran it (the encoder run twice,
+  a softmax before the cross-entropy);
+- ``fp32`` and, where the device computes it natively, ``bf16``: ``colorize train`` in one process;
+- ``make_train``: ``colorize train`` at ``auto`` precision in the process layout ``make train``
+  uses (``launch/cpu-ddp.yaml`` without GPUs, one process per GPU with them).
+
+Each entry times ``steps`` batches after ``steps`` warm-up ones (``colorize train`` entries run
+two epochs of ``steps`` batches in a fresh process and keep the second). Beside them: GFLOP per
+training image (forward and backward, counted by torch), achieved GFLOP/s, the machine's measured
+matmul peak in fp32 and bf16, and utilization = achieved / peak of the entry's precision.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
+
+from colorize.bench import PerItemLabDataset, machine_description, stored_rgb
+from colorize.color import normalize_l
+from colorize.config import DataConfig
+from colorize.data.loaders import build_loaders
+from colorize.data.manifest import read_manifest
+from colorize.engine.runtime import cpu_has_native_bf16
+from colorize.errors import ColorizeError
+from colorize.launch import launch_command
+from colorize.models import create_model
+from colorize.models.fusion import FusionColorizer
+
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "reference.yaml"
+
+
+class ReportColorizer(FusionColorizer):
+    """The fusion network as the report's code ran it: the encoder twice per forward pass, raw
+    ab out, and class probabilities (batch-normalized scores through a softmax) for the loss."""
+
+    def __init__(self, num_classes: int, resolution: int):
+        super().__init__(num_classes, resolution)
+        self.classifier = nn.Sequential(self.classifier, nn.BatchNorm1d(num_classes), nn.Softmax(dim=1))
+
+    def forward(self, l: torch.Tensor):
+        mid = self.mid(self.encoder(normalize_l(l)))
+        summary = self.global_features(self.encoder(normalize_l(l)))
+        tiled = summary[:, :, None, None].expand(-1, -1, *mid.shape[-2:])
+        return self.decoder(self.fusion(torch.cat((mid, tiled), dim=1))), self.classifier(summary)
+
+
+def gflop_per_image(model: nn.Module, resolution: int) -> float:
+    """Forward and backward GFLOP of one training image, counted by torch on a batch of 4."""
+    l = torch.rand(4, 1, resolution, resolution) * 100
+    with FlopCounterMode(display=False) as counter:
+        ab, scores = model.train()(l)
+        (ab.square().mean() + scores.sum()).backward()
+    return counter.get_total_flops() / 4 / 1e9
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, size: int, seconds: float = 0.5) -> float:
+    """GFLOP/s of ``size`` x ``size`` matrix products in ``dtype``, repeated for ``seconds``."""
+    a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
+    torch.mm(a, b)
+    _synchronize(device)
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        _synchronize(device)
+        runs += 1
+    return 2 * size ** 3 * runs / (time.perf_counter() - start) / 1e9
+
+
+def _forever(loader: DataLoader) -> Iterator:
+    while True:
+        yield from loader
+
+
+def report_pipeline(data_dir: Path, steps: int, batch_size: int, device: torch.device) -> Dict:
+    """The report's pipeline: ``steps`` timed batches after ``steps`` warm-up ones."""
+    manifest = read_manifest(data_dir)
+    data = DataConfig(dir=str(data_dir), loader="memory", train_limit=2 * steps * batch_size)
+    memory = build_loaders(data, splits=("train",))["train"]
+    loader = DataLoader(PerItemLabDataset(stored_rgb(memory), memory.labels.numpy()), batch_size=batch_size,
+                        shuffle=True, drop_last=True, num_workers=os.cpu_count(), persistent_workers=True)
+    model = ReportColorizer(len(manifest["classes"]), manifest["resolution"]).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = _forever(loader)
+    images, wait = 0, 0.0
+    for index in range(2 * steps):
+        if index == steps:
+            _synchronize(device)
+            start = time.perf_counter()
+        waited = time.perf_counter()
+        l, ab, label = (t.to(device) for t in next(batches))
+        waited = time.perf_counter() - waited
+        ab_pred, probabilities = model(l)
+        (F.smooth_l1_loss(ab_pred, ab) + F.cross_entropy(probabilities, label)).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if index >= steps:
+            images, wait = images + len(l), wait + waited
+    _synchronize(device)
+    seconds = time.perf_counter() - start
+    return {"precision": "fp32", "processes": 1, "images_per_s": images / seconds,
+            "data_wait_fraction": wait / seconds,
+            "gflop_per_image": gflop_per_image(ReportColorizer(len(manifest["classes"]), manifest["resolution"]),
+                                               manifest["resolution"])}
+
+
+def training_run(data_dir: Path, run_dir: Path, steps: int, batch_size: int, precision: str,
+                 launcher: List[str]) -> Dict:
+    """``colorize train`` of the reference recipe for two epochs of ``steps`` global batches;
+    the second epoch's figures."""
+    command = [*launcher, "-m", "colorize", "train", "--config", str(RECIPE), f"data.dir={data_dir}",
+               f"run.dir={run_dir}", f"data.batch_size={batch_size}", f"data.train_limit={steps * batch_size}",
+               f"data.eval_limit={batch_size}", "train.epochs=2", f"train.mixed_precision={precision}",
+               f"train.log_every={steps}", "tracking.mode=disabled"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ColorizeError(f"the benchmark's training run failed: {' '.join(command)}\n{result.stderr[-3000:]}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    epoch = metrics["history"][1]["train"]
+    return {"precision": "fp32" if metrics["mixed_precision"] == "no" else metrics["mixed_precision"],
+            "processes": metrics["world_size"], "images_per_s": epoch["images_per_s"],
+            "data_wait_fraction": epoch["data_wait_fraction"]}
+
+
+def train_benchmark(data_dir: Path, steps: int = 16, batch_size: int = 512) -> Dict:
+    """Every entry of the module's docstring, with the machine's matmul peaks."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    manifest = read_manifest(data_dir)
+    native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False) if device.type == "cuda" \
+        else cpu_has_native_bf16()
+    print("timing the report's pipeline...", file=sys.stderr, flush=True)
+    entries = {"report": report_pipeline(data_dir, steps, batch_size, device)}
+    runs = {"fp32": ("no", [sys.executable])}
+    if native_bf16:
+        runs["bf16"] = ("bf16", [sys.executable])
+    runs["make_train"] = ("auto", launch_command())
+    with tempfile.TemporaryDirectory(prefix="colorize-bench-") as scratch:
+        for name, (precision, launcher) in runs.items():
+            print(f"timing {name}...", file=sys.stderr, flush=True)
+            entries[name] = training_run(data_dir, Path(scratch) / name, steps, batch_size, precision, launcher)
+    ours = gflop_per_image(create_model("fusion", num_classes=len(manifest["classes"]),
+                                        resolution=manifest["resolution"]), manifest["resolution"])
+    # emulated bf16 is so slow that products of 512 x 512 show its rate in reasonable time
+    sizes = {"fp32": 2048, "bf16": 2048 if native_bf16 else 512}
+    peaks = {name: matmul_peak(dtype, device, sizes[name])
+             for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    for name, entry in entries.items():
+        entry.setdefault("gflop_per_image", ours)
+        entry["gflop_per_s"] = entry["images_per_s"] * entry["gflop_per_image"]
+        entry["utilization"] = entry["gflop_per_s"] / peaks[entry["precision"]]
+    return {"entries": entries, "matmul_peak_gflop_per_s": peaks, "matmul_sizes": sizes,
+            "native_bf16": native_bf16, "steps": steps, "batch_size": batch_size, "machine": machine_description()}
+
+
+def format_train_table(result: Dict) -> str:
+    entries = result["entries"]
+    base = entries["report"]["images_per_s"]
+    lines = [f"{'entry':<12}{'precision':>10}{'processes':>10}{'images/s':>10}{'vs report':>10}"
+             f"{'GFLOP/img':>10}{'GFLOP/s':>9}{'of peak':>9}{'data wait':>10}"]
+    for name, e in entries.items():
+        lines.append(f"{name:<12}{e['precision']:>10}{e['processes']:>10}{e['images_per_s']:>10,.0f}"
+                     f"{e['images_per_s'] / base:>9.2f}x{e['gflop_per_image']:>10.3f}{e['gflop_per_s']:>9.0f}"
+                     f"{e['utilization']:>8.0%} {e['data_wait_fraction']:>9.1%}")
+    peaks = result["matmul_peak_gflop_per_s"]
+    sizes, emulated = result["matmul_sizes"], "" if result["native_bf16"] else ", emulated"
+    lines.append(f"matmul peak: fp32 {peaks['fp32']:,.0f} GFLOP/s ({sizes['fp32']}x{sizes['fp32']}), "
+                 f"bf16 {peaks['bf16']:,.1f} GFLOP/s ({sizes['bf16']}x{sizes['bf16']}{emulated})")
+    lines.append(f"{result['steps']} timed batches of {result['batch_size']} per entry; {result['machine']}")
+    return "\n".join(lines)
