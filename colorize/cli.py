@@ -71,7 +71,7 @@ def _bench_loader(args) -> int:
 def _bench_train(args) -> int:
     from colorize.train_benchmark import format_train_table, train_benchmark
 
-    result = train_benchmark(Path(args.data), steps=args.steps, batch_size=args.batch_size)
+    result = train_benchmark(Path(args.data), steps=args.steps, batch_size=args.batch_size, skip=args.skip)
     print(json.dumps(result, indent=2) if args.json else format_train_table(result))
     return 0
 
@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--data", required=True, help="a prepared directory")
     training.add_argument("--steps", type=int, default=16, help="timed batches per entry, after as many warm-up ones")
     training.add_argument("--batch-size", type=int, default=512)
+    training.add_argument("--skip", nargs="+", default=[], choices=("fp32", "bf16", "make_train"),
+                          help="entries to leave out (the report's pipeline is the baseline of the others)")
     training.add_argument("--json", action="store_true", help="print the figures as JSON")
     training.set_defaults(run=_bench_train)
     return parser

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Sequence
 
 import torch
 from torch import nn
@@ -139,18 +139,19 @@ def training_run(data_dir: Path, run_dir: Path, steps: int, batch_size: int, pre
             "data_wait_fraction": epoch["data_wait_fraction"]}
 
 
-def train_benchmark(data_dir: Path, steps: int = 16, batch_size: int = 512) -> Dict:
-    """Every entry of the module's docstring, with the machine's matmul peaks."""
+def train_benchmark(data_dir: Path, steps: int = 16, batch_size: int = 512, skip: Sequence[str] = ()) -> Dict:
+    """Every entry of the module's docstring but those in ``skip`` (``bf16`` is skipped where
+    it is not native), with the machine's matmul peaks."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     manifest = read_manifest(data_dir)
     native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False) if device.type == "cuda" \
         else cpu_has_native_bf16()
     print("timing the report's pipeline...", file=sys.stderr, flush=True)
     entries = {"report": report_pipeline(data_dir, steps, batch_size, device)}
-    runs = {"fp32": ("no", [sys.executable])}
-    if native_bf16:
-        runs["bf16"] = ("bf16", [sys.executable])
-    runs["make_train"] = ("auto", launch_command())
+    runs = {"fp32": ("no", [sys.executable]), "bf16": ("bf16", [sys.executable]),
+            "make_train": ("auto", launch_command())}
+    skip = set(skip) | (set() if native_bf16 else {"bf16"})
+    runs = {name: run for name, run in runs.items() if name not in skip}
     with tempfile.TemporaryDirectory(prefix="colorize-bench-") as scratch:
         for name, (precision, launcher) in runs.items():
             print(f"timing {name}...", file=sys.stderr, flush=True)

@@ -22,13 +22,14 @@ def test_loader_benchmark_reports_every_loader(small_dir):
 
 @pytest.mark.slow
 def test_training_benchmark_measures_every_entry_against_the_peak(small_dir):
-    result = run_cli("bench", "train", "--data", small_dir, "--steps", "1", "--batch-size", "16", "--json")
+    # one colorize train entry is enough here: they differ only in the command that starts them
+    result = run_cli("bench", "train", "--data", small_dir, "--steps", "1", "--batch-size", "16", "--json",
+                     "--skip", "fp32", "bf16")
     figures = json.loads(result.stdout)
     entries = figures["entries"]
-    assert set(entries) == {"report", "fp32", "make_train"} | ({"bf16"} if figures["native_bf16"] else set())
-    assert entries["fp32"]["precision"] == "fp32" and entries["make_train"]["processes"] == 2
+    assert list(entries) == ["report", "make_train"] and entries["make_train"]["processes"] == 2
     assert entries["make_train"]["precision"] == ("bf16" if figures["native_bf16"] else "fp32")
-    ours = entries["fp32"]["gflop_per_image"]
+    ours = entries["make_train"]["gflop_per_image"]
     assert 0.09 < ours < 0.13 and entries["report"]["gflop_per_image"] > 1.2 * ours  # encoder twice
     for entry in entries.values():
         assert entry["images_per_s"] > 0 and 0 <= entry["data_wait_fraction"] < 1

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from colorize.config import load_config
+from colorize.engine.evaluate import evaluate_run
 from colorize.engine.trainer import train
-from conftest import REPO, run_cli
+from conftest import REPO
 
 pytestmark = pytest.mark.slow
 ACCELERATE = Path(sys.executable).parent / "accelerate"
@@ -108,13 +109,13 @@ def test_two_process_evaluation_counts_each_sample_once(small_dir, tmp_path):
                          [f"data.dir={small_dir}", f"run.dir={run_dir}", "train.epochs=1",
                           "data.batch_size=16"])
     train(config)
-    single = json.loads(run_cli("evaluate", "--checkpoint", run_dir, "--json").stdout)
+    single = evaluate_run(run_dir)
     double = json.loads(launch("evaluate", "--checkpoint", run_dir, "--json").stdout)
     assert (single["processes"], double["processes"]) == (1, 2)
     assert single["images"] == double["images"] == 33  # odd: the sampler pads one duplicate
     for name in ("ab_l1", "psnr", "colorfulness_pred", "colorfulness_true", "accuracy"):
         assert double[name] == pytest.approx(single[name], rel=1e-5), name
-    on_train = json.loads(run_cli("evaluate", "--checkpoint", run_dir, "--split", "train", "--json").stdout)
+    on_train = evaluate_run(run_dir, split="train")
     assert on_train["images"] == 108  # all of it, in order: not the shuffled, truncated training view
 
 

@@ -72,7 +72,8 @@ def test_offline_run_logs_metrics_grids_and_resumes_the_same_run(cifar_dir, tmp_
     env = {"WANDB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_CONFIG_DIR": str(tmp_path / "config"),
            "WANDB_DATA_DIR": str(tmp_path / "data")}
     first = run_cli("train", "--config", REPO / "configs" / "smoke.yaml", f"data.dir={cifar_dir}",
-                    f"run.dir={run_dir}", "train.epochs=1", "tracking.mode=auto", env=env)
+                    f"run.dir={run_dir}", "train.epochs=1", "tracking.mode=auto", "data.train_limit=256",
+                    env=env)
     assert "W&B is offline" in first.stdout
     [first_folder] = sync_folders(first.stdout)
     resumed = run_cli("train", "--resume", run_dir, "train.epochs=2", env=env)
