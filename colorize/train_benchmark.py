@@ -33,7 +33,7 @@ from colorize.color import normalize_l
 from colorize.config import DataConfig
 from colorize.data.loaders import build_loaders
 from colorize.data.manifest import read_manifest
-from colorize.engine.runtime import cpu_has_native_bf16
+from colorize.engine.runtime import has_native_bf16, precision_label
 from colorize.errors import ColorizeError
 from colorize.launch import launch_command
 from colorize.models import create_model
@@ -134,7 +134,7 @@ def training_run(data_dir: Path, run_dir: Path, steps: int, batch_size: int, pre
         raise ColorizeError(f"the benchmark's training run failed: {' '.join(command)}\n{result.stderr[-3000:]}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     epoch = metrics["history"][1]["train"]
-    return {"precision": "fp32" if metrics["mixed_precision"] == "no" else metrics["mixed_precision"],
+    return {"precision": precision_label(metrics["mixed_precision"]),
             "processes": metrics["world_size"], "images_per_s": epoch["images_per_s"],
             "data_wait_fraction": epoch["data_wait_fraction"]}
 
@@ -144,8 +144,7 @@ def train_benchmark(data_dir: Path, steps: int = 16, batch_size: int = 512, skip
     it is not native), with the machine's matmul peaks."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     manifest = read_manifest(data_dir)
-    native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False) if device.type == "cuda" \
-        else cpu_has_native_bf16()
+    native_bf16 = has_native_bf16(device.type == "cuda")
     print("timing the report's pipeline...", file=sys.stderr, flush=True)
     entries = {"report": report_pipeline(data_dir, steps, batch_size, device)}
     runs = {"fp32": ("no", [sys.executable]), "bf16": ("bf16", [sys.executable]),

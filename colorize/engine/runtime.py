@@ -52,6 +52,11 @@ def cpu_has_native_bf16() -> bool:
             and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def has_native_bf16(cuda: bool) -> bool:
+    """Whether the GPU (``cuda``) or else the CPU computes bf16 natively."""
+    return torch.cuda.is_bf16_supported(including_emulation=False) if cuda else cpu_has_native_bf16()
+
+
 def cpu_description() -> str:
     """The CPU kernels torch uses here, e.g. ``AVX2`` or ``AVX512 with native bf16``."""
     capability = torch.backends.cpu.get_cpu_capability()
@@ -66,6 +71,11 @@ class Precision:
     reason: str
 
 
+def precision_label(name: str) -> str:
+    """Accelerate's precision name as people say it: ``no`` is fp32."""
+    return "fp32" if name == "no" else name
+
+
 def resolve_precision(requested: str, cuda: bool) -> Precision:
     """``train.mixed_precision`` on this hardware. ``auto`` is bf16 where the device computes it
     natively and fp32 otherwise; bf16 asked for on a CPU without it works, with a warning."""
@@ -75,12 +85,8 @@ def resolve_precision(requested: str, cuda: bool) -> Precision:
         if not cuda:
             raise ConfigError("train.mixed_precision=fp16 needs a GPU; use auto, bf16 or no on a CPU")
         return Precision("fp16", "fp16 asked for")
-    if cuda:
-        native = torch.cuda.is_bf16_supported(including_emulation=False)
-        device = f"the GPU ({torch.cuda.get_device_name()})"
-    else:
-        native = cpu_has_native_bf16()
-        device = f"the CPU ({cpu_description()})"
+    native = has_native_bf16(cuda)
+    device = f"the GPU ({torch.cuda.get_device_name()})" if cuda else f"the CPU ({cpu_description()})"
     if requested == "bf16":
         if not native:
             warnings.warn(f"train.mixed_precision=bf16 on {device}, which has no native bf16: it is "

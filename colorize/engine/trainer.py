@@ -26,7 +26,7 @@ from colorize.engine import checkpoint
 from colorize.engine.early_stopping import EarlyStopping
 from colorize.engine.evaluate import evaluate
 from colorize.engine.runtime import (Precision, cpu_description, create_accelerator, parameter_checksums,
-                                     sync_batchnorm, sync_buffers)
+                                     precision_label, sync_batchnorm, sync_buffers)
 from colorize.engine.visuals import EpochVisuals
 from colorize.errors import ColorizeError
 from colorize.io import atomic_write_text
@@ -269,7 +269,7 @@ def train(config: Config, resume: bool = False) -> dict:
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
-    accelerator.print(f"precision: {'fp32' if precision.name == 'no' else precision.name} ({precision.reason})")
+    accelerator.print(f"precision: {precision_label(precision.name)} ({precision.reason})")
     tracker = RunTracker(config, accelerator, run_dir, state.tracking_id)
     state.tracking_id = tracker.run_id
     visuals = EpochVisuals(config, manifest["classes"], accelerator, tracker) \
