@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from colorize.color import lab_to_rgb
 from colorize.config import DataConfig
-from colorize.data.loaders import MemoryLoader, build_loaders, decode_lab
+from colorize.data.loaders import LOADERS, MemoryLoader, build_loaders, decode_lab
 from colorize.engine.runtime import cpu_description
 from colorize.images import to_uint8
 
@@ -76,7 +76,7 @@ def stored_rgb(loader: MemoryLoader) -> np.ndarray:
 def loader_benchmark(data_dir: Path, batch_size: int = 512, epochs: int = 3) -> Dict:
     """Images per second of each loader over the training split of ``data_dir``."""
     results = {}
-    for kind in ("ffcv", "memory"):
+    for kind in LOADERS:
         print(f"timing the {kind} loader...", file=sys.stderr, flush=True)
         loader = build_loaders(DataConfig(dir=str(data_dir), loader=kind, batch_size=batch_size),
                                splits=("train",))["train"]

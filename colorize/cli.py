@@ -5,19 +5,16 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from colorize.data.manifest import SPLITS
 from colorize.errors import ColorizeError
 
 
 def _prepare(args) -> int:
     from colorize.data.prepare import PrepareSettings, prepare
 
-    settings = PrepareSettings(
-        resolution=args.resolution,
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
-        seed=args.seed,
-        dtype=args.dtype,
-    )
+    given = {name: getattr(args, name) for name in ("resolution", "val_fraction", "test_fraction", "seed", "dtype")
+             if hasattr(args, name)}
+    settings = PrepareSettings(**given)  # what is not given keeps PrepareSettings' default
     manifest = prepare(args.data, Path(args.out), settings, cache_dir=args.cache_dir)
     counts = ", ".join(f"{name} {entry['count']:,}" for name, entry in manifest["splits"].items())
     print(f"{args.out}: {counts} images of {len(manifest['classes'])} classes")
@@ -60,6 +57,20 @@ def _colorize(args) -> int:
     return 1 if report.failed else 0
 
 
+def _export(args) -> int:
+    from colorize.models.saved import export_run
+
+    print(f"wrote {export_run(Path(args.run_dir), Path(args.out))}")
+    return 0
+
+
+def _list(args) -> int:
+    from colorize.components import describe_components
+
+    print(describe_components(args.resolution, args.config))
+    return 0
+
+
 def _bench_loader(args) -> int:
     from colorize.bench import format_table, loader_benchmark
 
@@ -69,9 +80,13 @@ def _bench_loader(args) -> int:
 
 
 def _bench_train(args) -> int:
-    from colorize.train_benchmark import format_train_table, train_benchmark
+    from colorize.train_benchmark import format_train_table, profile_step, train_benchmark
 
-    result = train_benchmark(Path(args.data), steps=args.steps, batch_size=args.batch_size, skip=args.skip)
+    if args.profile:
+        print(profile_step(Path(args.data), args.batch_size, top=args.profile, overrides=args.set))
+        return 0
+    result = train_benchmark(Path(args.data), steps=args.steps, batch_size=args.batch_size, skip=args.skip,
+                             overrides=args.set)
     print(json.dumps(result, indent=2) if args.json else format_train_table(result))
     return 0
 
@@ -85,13 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="'cifar10' (download), cifar-10-python.tar.gz or cifar-10-batches-py/, "
                               "an image folder, or a .tar/.tar.gz of one")
     prepare.add_argument("--out", required=True, help="directory for the .beton files and manifest")
-    prepare.add_argument("--val-fraction", type=float, default=0.1, help="held out of train, per class")
-    prepare.add_argument("--test-fraction", type=float, default=0.1,
-                         help="held out when the source has no test split")
-    prepare.add_argument("--seed", type=int, default=0)
-    prepare.add_argument("--resolution", type=int, default=32, help="images are centre-cropped and resized")
-    prepare.add_argument("--dtype", default="float32", choices=("float32", "float16"),
-                         help="storage type of the LAB values")
+    prepare.add_argument("--val-fraction", type=float, default=argparse.SUPPRESS,
+                         help="held out of train, per class (default 0.1)")
+    prepare.add_argument("--test-fraction", type=float, default=argparse.SUPPRESS,
+                         help="held out when the source has no test split (default 0.1)")
+    prepare.add_argument("--seed", type=int, default=argparse.SUPPRESS)
+    prepare.add_argument("--resolution", type=int, default=argparse.SUPPRESS,
+                         help="images are centre-cropped and resized (default 32)")
+    prepare.add_argument("--dtype", default=argparse.SUPPRESS, choices=("float32", "float16"),
+                         help="storage type of the LAB values (default float32)")
     prepare.add_argument("--cache-dir", type=Path, default=None,
                          help="where 'cifar10' is downloaded (default: $COLORIZE_CACHE or ~/.cache/colorize)")
     prepare.set_defaults(run=_prepare)
@@ -106,16 +123,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="metrics of a run's best checkpoint")
     evaluate.add_argument("--checkpoint", required=True, help="a run directory")
     evaluate.add_argument("--data", help="a prepared directory (default: the run's data.dir)")
-    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
+    evaluate.add_argument("--split", default="test", choices=SPLITS)
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.set_defaults(run=_evaluate)
 
     colorize = commands.add_parser("colorize", help="colourize your own images with a trained run")
-    colorize.add_argument("--checkpoint", required=True, help="a run directory (its best/ model is used)")
+    colorize.add_argument("--checkpoint", required=True,
+                          help="a run directory (its best/ model is used) or a folder from colorize export")
     colorize.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, directories or globs")
     colorize.add_argument("--out", required=True, help="directory for the colourized PNGs")
     colorize.add_argument("--batch-size", type=int, default=16)
     colorize.set_defaults(run=_colorize)
+
+    export = commands.add_parser("export", help="write a run's best model as a folder that loads anywhere")
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("out", metavar="OUT", help="the folder to write (config.json, model.safetensors, README.md)")
+    export.set_defaults(run=_export)
+
+    listing = commands.add_parser("list", help="the registered models, losses, optimizers and schedules")
+    listing.add_argument("--resolution", type=int, default=32, help="for the models' GFLOP per image")
+    listing.add_argument("--config", help="a recipe whose imports: register components of your own")
+    listing.set_defaults(run=_list)
 
     bench = commands.add_parser("bench", help="measure throughput")
     benches = bench.add_subparsers(dest="bench", required=True)
@@ -132,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--batch-size", type=int, default=512)
     training.add_argument("--skip", nargs="+", default=[], choices=("fp32", "bf16", "make_train"),
                           help="entries to leave out (the report's pipeline is the baseline of the others)")
+    training.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                          help="settings for the colorize train entries, e.g. train.compile=true")
+    training.add_argument("--profile", type=int, metavar="TOP", default=0,
+                          help="instead, profile a training step and print its TOP operators by time")
     training.add_argument("--json", action="store_true", help="print the figures as JSON")
     training.set_defaults(run=_bench_train)
     return parser

@@ -6,21 +6,18 @@ Values keep what was typed: YAML 1.1 would read ``no``, ``on`` or ``01`` as a bo
 number, but here a value becomes a boolean or a number only where the setting is one.
 """
 import difflib
+import importlib
 import os
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from colorize.errors import ColorizeError
+from colorize.errors import ConfigError, check_positive
 from colorize.io import atomic_write_text
-
-
-class ConfigError(ColorizeError, ValueError):
-    """A setting is unknown, mistyped or out of range; the message names it."""
 
 
 # The settings that take one of a few words, and those words.
@@ -47,43 +44,10 @@ class DataConfig:
 
     def __post_init__(self):
         _check_choices("data", self)
-        _positive("data.batch_size", self.batch_size)
-        _positive("data.num_workers", self.num_workers)
-        _positive("data.train_limit", self.train_limit)
-        _positive("data.eval_limit", self.eval_limit)
-
-
-@dataclass
-class ModelConfig:
-    name: str = "fusion"
-    width: int = 32  # first encoder layer; later layers use 2x and 4x
-    global_hidden: int = 512
-    global_dim: int = 128
-
-    def __post_init__(self):
-        for key in ("width", "global_hidden", "global_dim"):
-            _positive(f"model.{key}", getattr(self, key))
-
-
-@dataclass
-class LossConfig:
-    huber_delta: float = 1.0  # in ab units
-    class_weight: float = 1.0
-
-    def __post_init__(self):
-        _positive("loss.huber_delta", self.huber_delta)
-        if self.class_weight < 0:
-            raise ConfigError(f"loss.class_weight must be >= 0, got {self.class_weight}")
-
-
-@dataclass
-class OptimConfig:
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    scale_lr_with_world_size: bool = False  # lr x number of processes
-
-    def __post_init__(self):
-        _positive("optim.lr", self.lr)
+        check_positive("data.batch_size", self.batch_size)
+        check_positive("data.num_workers", self.num_workers)
+        check_positive("data.train_limit", self.train_limit)
+        check_positive("data.eval_limit", self.eval_limit)
 
 
 @dataclass
@@ -99,12 +63,13 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory layout for the convolutions (faster on CPU and GPU)
     sync_batchnorm: bool = False  # BatchNorm statistics over all processes (GPUs only)
     deterministic: bool = False  # deterministic algorithms (for exact resume on CUDA; slower)
+    compile: bool = False  # torch.compile the model (measured no faster here: see the README)
 
     def __post_init__(self):
         _check_choices("train", self)
         for key in ("epochs", "grad_accum", "patience", "log_every"):
-            _positive(f"train.{key}", getattr(self, key))
-        _positive("train.threads", self.threads)
+            check_positive(f"train.{key}", getattr(self, key))
+        check_positive("train.threads", self.threads)
 
 
 @dataclass
@@ -120,7 +85,7 @@ class TrackingConfig:
 
     def __post_init__(self):
         _check_choices("tracking", self)
-        _positive("tracking.grid_per_class", self.grid_per_class)
+        check_positive("tracking.grid_per_class", self.grid_per_class)
 
 
 @dataclass
@@ -133,15 +98,46 @@ class RunConfig:
         return Path(self.dir if self.dir is not None else os.path.join("runs", self.name))
 
 
+# The sections that name a registered component, and the name each defaults to.
+COMPONENTS: Dict[str, str] = {"model": "fusion", "loss": "huber_class", "optim": "adam", "schedule": "constant"}
+
+
 @dataclass
-class Config:
+class Component:
+    """A section that names a registered component (``model: {name: fusion, width: 32}``):
+    the name, and that component's own settings dataclass."""
+
+    name: str
+    settings: Any
+
+    def __getattr__(self, key: str):
+        """The settings read on the section itself: ``config.optim.lr``."""
+        if key == "settings":  # not yet set (copying, unpickling)
+            raise AttributeError(key)
+        return getattr(self.settings, key)
+
+
+def _default_component(section: str) -> Component:
+    registry = _registries()[section]
+    name = COMPONENTS[section]
+    return Component(name, registry.entry(name).settings())
+
+
+@dataclass
+class _FixedSections:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+@dataclass
+class Config(_FixedSections):
+    model: Component = field(default_factory=lambda: _default_component("model"))
+    loss: Component = field(default_factory=lambda: _default_component("loss"))
+    optim: Component = field(default_factory=lambda: _default_component("optim"))
+    schedule: Component = field(default_factory=lambda: _default_component("schedule"))
+    imports: List[str] = field(default_factory=list)  # modules that register components of your own
 
 
 def _check_choices(section: str, settings) -> None:
@@ -152,12 +148,7 @@ def _check_choices(section: str, settings) -> None:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
 
 
-def _positive(key: str, value) -> None:
-    if value is not None and value <= 0:
-        raise ConfigError(f"{key} must be positive, got {value}")
-
-
-def _known_keys(schema=Config, prefix: str = "") -> List[str]:
+def _known_keys(schema, prefix: str = "") -> List[str]:
     keys = []
     for f in fields(schema):
         if is_dataclass(f.type):
@@ -167,10 +158,12 @@ def _known_keys(schema=Config, prefix: str = "") -> List[str]:
     return keys
 
 
-def _explain(error: OmegaConfBaseException, origin: str) -> ConfigError:
-    key = error.full_key or "?"
+def _explain(error: OmegaConfBaseException, origin: str, schema=_FixedSections, prefix: str = "") -> ConfigError:
+    key = prefix + (error.full_key or "?")
     if isinstance(error, ConfigKeyError):
-        close = difflib.get_close_matches(key, _known_keys(), n=1)
+        names = [f"{prefix}name"] if prefix else [f"{section}.name" for section in COMPONENTS]
+        known = _known_keys(schema, prefix) + names
+        close = difflib.get_close_matches(key, known, n=1)
         hint = f"; did you mean {close[0]}?" if close else "; see configs/reference.yaml"
         return ConfigError(f"unknown setting {key!r} in {origin}{hint}")
     reason = str(error).splitlines()[0]
@@ -211,31 +204,104 @@ def _overrides_tree(overrides: Sequence[str]) -> dict:
     return tree
 
 
-def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
-    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides."""
-    merged = OmegaConf.structured(Config)
+def _registries() -> dict:
+    """Every registry, with the built-in components registered."""
+    import colorize.losses  # noqa: F401  (these imports register the built-in components)
+    import colorize.models  # noqa: F401
+    import colorize.optim  # noqa: F401
+    from colorize.registry import REGISTRIES
+
+    return REGISTRIES
+
+
+def _import_all(modules, origin: str) -> List[str]:
+    """Import the ``imports:`` modules, whose components register themselves on import."""
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise ConfigError(f"imports in {origin} must be a list of module names, e.g. [my_project.networks]")
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ConfigError(f"imports: cannot import {module!r} ({error}); is it on PYTHONPATH?") from None
+    return modules
+
+
+def _component(section: str, values: dict, origin: str) -> Component:
+    """The component a section names, its settings checked against its settings dataclass."""
+    values = dict(values)
+    name = values.pop("name", COMPONENTS[section])
+    settings = _registries()[section].entry(name).settings
+    try:
+        return Component(name, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(settings), values)))
+    except OmegaConfBaseException as error:
+        raise _explain(error, f"{origin} ({section}.name={name})", settings, f"{section}.") from None
+
+
+def _stages(path: Optional[str], overrides: Sequence[str]) -> List[Tuple[dict, str]]:
+    """The config file's sections, then the overrides', each with where it came from."""
+    stages = []
     if path is not None:
         if not os.path.isfile(path):
             raise ConfigError(f"config file {path} does not exist")
         content = _parse_yaml(Path(path).read_text(), f"config file {path}") or {}
         if not isinstance(content, dict):
             raise ConfigError(f"config file {path} must hold sections such as train: and data:")
+        stages.append((content, str(path)))
+    stages.append((_overrides_tree(overrides), "the command line"))
+    return stages
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides."""
+    fixed = OmegaConf.structured(_FixedSections)
+    components: Dict[str, dict] = {section: {} for section in COMPONENTS}
+    imports: List[str] = []
+    for values, origin in _stages(path, overrides):
+        values = dict(values)
+        if "imports" in values:
+            imports = _import_all(values.pop("imports"), origin)
+        for section in COMPONENTS:
+            section_values = values.pop(section, None) or {}
+            if not isinstance(section_values, dict):
+                raise ConfigError(f"{section} in {origin} must be a section such as {section}: {{name: ...}}")
+            earlier = components[section]
+            name = section_values.get("name", earlier.get("name", COMPONENTS[section]))
+            if name != earlier.get("name", COMPONENTS[section]):  # another component: keep what it shares
+                shared = {f.name for f in fields(_registries()[section].entry(name).settings)}
+                earlier = {key: value for key, value in earlier.items() if key in shared}
+            components[section] = {**earlier, **section_values}
+            _component(section, components[section], origin)
         try:
-            merged = OmegaConf.merge(merged, content)
+            fixed = OmegaConf.merge(fixed, values)
         except OmegaConfBaseException as error:
-            raise _explain(error, path) from None
+            raise _explain(error, origin) from None
     try:
-        merged = OmegaConf.merge(merged, _overrides_tree(overrides))
-        return OmegaConf.to_object(merged)
+        sections = OmegaConf.to_object(fixed)
     except OmegaConfBaseException as error:
-        raise _explain(error, "the command line") from None
+        raise _explain(error, "the settings") from None
+    config = Config(**{f.name: getattr(sections, f.name) for f in fields(_FixedSections)}, imports=imports,
+                    **{section: _component(section, values, "the settings") for section, values in components.items()})
+    _check_consistent(config)
+    return config
+
+
+def _check_consistent(config: Config) -> None:
+    if getattr(config.optim.settings, "scale_lr_with_world_size", False) and config.data.batch_size_scope == "global":
+        raise ConfigError("optim.scale_lr_with_world_size=true needs data.batch_size_scope=process: a global "
+                          "batch is the same size on any number of processes, so its lr should not change")
 
 
 def to_dict(config: Config) -> dict:
     """The config as plain nested dicts (for YAML files and trackers)."""
-    return OmegaConf.to_container(OmegaConf.structured(config))
+    tree = {f.name: OmegaConf.to_container(OmegaConf.structured(getattr(config, f.name)))
+            for f in fields(_FixedSections)}
+    for section in COMPONENTS:
+        component = getattr(config, section)
+        tree[section] = {"name": component.name, **asdict(component.settings)}
+    tree["imports"] = list(config.imports)
+    return tree
 
 
 def save_config(config: Config, path: Path) -> None:
     """Write the resolved config as YAML, atomically."""
-    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.structured(config)))
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(to_dict(config))))

@@ -1,5 +1,15 @@
-"""The error type of every problem a user can fix; the CLI prints its message, no traceback."""
+"""The error types of every problem a user can fix; the CLI prints their message, no traceback."""
 
 
 class ColorizeError(Exception):
     """Bad input or settings; the message names the file or setting and what to do."""
+
+
+class ConfigError(ColorizeError, ValueError):
+    """A setting is unknown, mistyped or out of range; the message names it."""
+
+
+def check_positive(key: str, value) -> None:
+    """ConfigError unless setting ``key`` is None or positive."""
+    if value is not None and value <= 0:
+        raise ConfigError(f"{key} must be positive, got {value}")

@@ -1,6 +1,7 @@
-"""Colour grids: a fixed set of validation images colourized by the model, shown as sets of
-three rows (grey input, prediction, ground truth) with each column captioned by class and
-per-image error; and the test images the model colourizes worst and best."""
+"""Drawing: colour grids (a fixed set of validation images colourized by the model, shown as
+sets of three rows, grey input, prediction and ground truth, each column captioned by class
+and per-image error), and the rows of the table of the test images colourized worst and best,
+each drawn as a triptych."""
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Sequence
@@ -34,13 +35,13 @@ class Samples:
 
 
 def pick_per_class(loader: SplitLoader, num_classes: int, per_class: int) -> Samples:
-    """The first ``per_class`` images of every class, in split order (always the same ones).
-    ``loader`` must be a single-process evaluation loader."""
+    """The first ``per_class`` images of every class in ``loader`` (an evaluation loader, so
+    always the same ones)."""
     kept = {name: [] for name in ("l", "ab", "label", "index")}
     counts = [0] * num_classes
     for batch in loader:
-        for i, label in enumerate(batch.label.tolist()):
-            if counts[label] < per_class:
+        for i, (label, valid) in enumerate(zip(batch.label.tolist(), batch.valid.tolist())):
+            if valid and counts[label] < per_class:
                 counts[label] += 1
                 for name in kept:
                     kept[name].append(getattr(batch, name)[i].clone())
@@ -66,9 +67,11 @@ def predict(model: nn.Module, l: torch.Tensor, autocast) -> tuple:
     was_training = model.training
     model.eval()
     with autocast():
-        ab, logits = model(l)
+        prediction = model(l)
     model.train(was_training)
-    return ab.float(), logits.argmax(dim=1)
+    logits = prediction.logits
+    predicted = logits.argmax(dim=1) if logits is not None else torch.full((len(l),), -1, device=l.device)
+    return prediction.ab.float(), predicted
 
 
 def grid_size(count: int, resolution: int, columns: int = COLUMNS) -> tuple:
@@ -133,9 +136,32 @@ class Extremes:
 
 @torch.no_grad()
 def test_extremes(model: nn.Module, loader: SplitLoader, autocast, count: int = 8) -> Extremes:
-    """One pass over a single-process loader, keeping the worst and best colourized images."""
+    """One pass over ``loader``, keeping the worst and best colourized images."""
     extremes = Extremes(count)
     for batch in loader:
         ab, predicted = predict(model, batch.l, autocast)
-        extremes.add(batch.l, batch.ab, ab, batch.label, predicted)
+        valid = batch.valid
+        extremes.add(batch.l[valid], batch.ab[valid], ab[valid], batch.label[valid], predicted[valid])
     return extremes
+
+
+TABLE_COLUMNS = ["image (grey | pred | true)", "class", "predicted", "error", "rank"]
+
+
+def triptych(l, ab_pred, ab_true, scale: int = 4) -> Image.Image:
+    """One sample as grey input, prediction and truth side by side."""
+    tiles = [to_uint8(l[None], ab[None])[0] for ab in (ab_pred * 0, ab_pred, ab_true)]
+    strip = Image.fromarray(np.concatenate(tiles, axis=1))
+    return strip.resize((strip.width * scale, strip.height * scale), Image.Resampling.NEAREST)
+
+
+def extremes_table(extremes: Extremes, classes: List[str]) -> list:
+    """Rows of :data:`TABLE_COLUMNS`: the worst images, then the best."""
+    rows = []
+    for rank, kept in (("worst", extremes.worst), ("best", extremes.best)):
+        for i in range(len(kept["error"])):
+            predicted = int(kept["predicted"][i])
+            rows.append([triptych(kept["l"][i], kept["ab_pred"][i], kept["ab"][i]),
+                         classes[int(kept["label"][i])], classes[predicted] if predicted >= 0 else "-",
+                         float(kept["error"][i]), rank])
+    return rows

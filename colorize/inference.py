@@ -1,4 +1,4 @@
-"""``colorize colorize``: colourize image files of any size and mode with a trained checkpoint.
+"""``colorize colorize``: colourize image files of any size and mode with a trained model.
 
 The network sees the image's L channel resized to its own resolution; the predicted ab is
 upsampled to the original size and joined with the original full-resolution L, so detail is
@@ -19,10 +19,11 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from colorize.color import join_lab, lab_to_rgb_keeping_l, rgb_to_lab
-from colorize.engine.checkpoint import load_best
 from colorize.errors import ColorizeError
 from colorize.images import UnreadableImage, read_rgb, to_uint8
 from colorize.io import atomic_path
+from colorize.models.saved import load_model
+from colorize.run_dir import model_folder
 
 
 @dataclass
@@ -66,7 +67,7 @@ def colorize_batch(model, images: List[Image.Image], resolution: int,
         rgb = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
         full_l.append(rgb_to_lab(rgb.to(device))[:, :1])
     small = torch.cat([_network_input(l, resolution) for l in full_l])
-    ab_small, _ = model(small)
+    ab_small = model(small).ab
     outputs = []
     for l, ab in zip(full_l, ab_small.float()):
         ab_full = F.interpolate(ab[None], size=l.shape[-2:], mode="bilinear", align_corners=False)
@@ -91,17 +92,17 @@ def _output_paths(files: List[Path], out_dir: Path, report: Report) -> Dict[Path
     return targets
 
 
-def colorize_files(run_dir: Path, inputs: Iterable[str], out_dir: Path, batch_size: int = 16,
+def colorize_files(model_path: Path, inputs: Iterable[str], out_dir: Path, batch_size: int = 16,
                    device: Optional[torch.device] = None) -> Report:
-    """Colourize every readable image among ``inputs`` into ``out_dir`` as ``<name>.png``."""
+    """Colourize every readable image among ``inputs`` into ``out_dir`` as ``<name>.png`` with
+    the model saved at ``model_path`` (a run directory, whose best model is used, or an export)."""
     files, failed = expand_inputs(inputs)
     report = Report(failed=failed)
     targets = _output_paths(files, out_dir, report)
     if not targets and not report.failed:
         raise ColorizeError("no input images given")
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, spec = load_best(run_dir, device)
-    resolution = spec["kwargs"]["resolution"]
+    model, _, _, resolution = load_model(model_folder(model_path), device)
     pending = list(targets)
     with tqdm(total=len(pending), desc="colourizing", unit=" images") as progress:
         for start in range(0, len(pending), batch_size):

@@ -68,9 +68,14 @@ def replace_directory(source: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def staging_path(path: Path) -> Path:
+    """Where :func:`staging_directory` builds ``path``'s next version (same in every process)."""
+    return Path(path).with_name(f".{Path(path).name}.partial")
+
+
 def staging_directory(path: Path) -> Path:
-    """An empty folder beside ``path`` to build its next version in (same name in every process)."""
-    staging = path.with_name(f".{path.name}.partial")
+    """An empty folder at :func:`staging_path` to build ``path``'s next version in."""
+    staging = staging_path(path)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     return staging

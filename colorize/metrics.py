@@ -7,7 +7,7 @@ sums are added across processes before dividing.
   against the original;
 - ``colorfulness_pred`` / ``colorfulness_true`` and their ``colorfulness_ratio``: mean
   colourfulness (Hasler and Suesstrunk 2003) of predicted and original images;
-- ``accuracy``: top-1 class accuracy.
+- ``accuracy``: top-1 class accuracy (NaN for a network without a class head).
 """
 from typing import Callable, Dict, Optional
 
@@ -41,7 +41,7 @@ class MetricSums:
         self.sums = torch.zeros(len(_SUMS), dtype=torch.float64, device=device)
 
     def update(self, l: torch.Tensor, ab_pred: torch.Tensor, ab_true: torch.Tensor,
-               logits: torch.Tensor, labels: torch.Tensor, valid: Optional[torch.Tensor] = None) -> None:
+               logits: Optional[torch.Tensor], labels: torch.Tensor, valid: Optional[torch.Tensor] = None) -> None:
         """Add a batch; samples where ``valid`` is False (padding) count for nothing. Nothing
         here waits for the device."""
         with torch.autocast(l.device.type, enabled=False):
@@ -57,7 +57,7 @@ class MetricSums:
             psnr(rgb_pred, rgb_true).double(),
             colorfulness(rgb_pred).double(),
             colorfulness(rgb_true).double(),
-            (logits.argmax(dim=1) == labels).double(),
+            (logits.argmax(dim=1) == labels).double() if logits is not None else torch.full_like(weight, torch.nan),
             torch.ones_like(weight),
         ))
         return per_image @ weight

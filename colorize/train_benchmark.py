@@ -20,24 +20,33 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, List, NamedTuple, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
-from torch.utils.flop_counter import FlopCounterMode
 
 from colorize.bench import PerItemLabDataset, machine_description, stored_rgb
 from colorize.color import normalize_l
-from colorize.config import DataConfig
+from colorize.config import DataConfig, load_config
 from colorize.data.loaders import build_loaders
 from colorize.data.manifest import read_manifest
 from colorize.engine.runtime import has_native_bf16, precision_label
 from colorize.errors import ColorizeError
+from colorize.optim import build_optimizer
+from colorize.run_dir import METRICS
+from colorize.registry import LOSSES
 from colorize.launch import launch_command
 from colorize.models import create_model
+from colorize.models.base import Prediction, gflop_per_image
 from colorize.models.fusion import FusionColorizer
+
+class Batch(NamedTuple):
+    l: torch.Tensor
+    ab: torch.Tensor
+    label: torch.Tensor
+
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "reference.yaml"
 
@@ -47,23 +56,53 @@ class ReportColorizer(FusionColorizer):
     ab out, and class probabilities (batch-normalized scores through a softmax) for the loss."""
 
     def __init__(self, num_classes: int, resolution: int):
-        super().__init__(num_classes, resolution)
+        super().__init__(num_classes=num_classes, resolution=resolution)
         self.classifier = nn.Sequential(self.classifier, nn.BatchNorm1d(num_classes), nn.Softmax(dim=1))
 
     def forward(self, l: torch.Tensor):
         mid = self.mid(self.encoder(normalize_l(l)))
         summary = self.global_features(self.encoder(normalize_l(l)))
         tiled = summary[:, :, None, None].expand(-1, -1, *mid.shape[-2:])
-        return self.decoder(self.fusion(torch.cat((mid, tiled), dim=1))), self.classifier(summary)
+        return Prediction(self.decoder(self.fusion(torch.cat((mid, tiled), dim=1))), self.classifier(summary))
 
 
-def gflop_per_image(model: nn.Module, resolution: int) -> float:
-    """Forward and backward GFLOP of one training image, counted by torch on a batch of 4."""
-    l = torch.rand(4, 1, resolution, resolution) * 100
-    with FlopCounterMode(display=False) as counter:
-        ab, scores = model.train()(l)
-        (ab.square().mean() + scores.sum()).backward()
-    return counter.get_total_flops() / 4 / 1e9
+def profile_step(data_dir: Path, batch_size: int, top: int, overrides: Sequence[str] = (), steps: int = 4) -> str:
+    """The ``top`` operators by time of ``steps`` fp32 training steps of the reference recipe's
+    model with ``overrides``, in this process, on random images at the data's resolution, as a
+    table (torch.profiler)."""
+    config, manifest = load_config(str(RECIPE), overrides), read_manifest(data_dir)
+    resolution = manifest["resolution"]
+    model = create_model(config.model.name, config.model.settings, len(manifest["classes"]), resolution)
+    layout = torch.channels_last if config.train.channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
+    optimizer = build_optimizer(config.optim.name, config.optim.settings, model, config.optim.settings.lr)
+    l = (torch.rand(batch_size, 1, resolution, resolution) * 100).contiguous(memory_format=layout)
+    ab = torch.randn(batch_size, 2, resolution, resolution) * 20
+    label = torch.randint(0, len(manifest["classes"]), (batch_size,))
+
+    loss = LOSSES.build(config.loss.name, config.loss.settings)
+
+    def step():
+        loss(model(l), Batch(l, ab, label))["total"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as profiler:
+        for _ in range(steps):
+            step()
+    events = sorted(profiler.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    lines = [f"{'share':>6}{'ms/step':>9}  operator (input shapes)"]
+    for event in events[:top]:
+        shapes = ", ".join(str(shape) for shape in event.input_shapes[:3] if shape)
+        lines.append(f"{event.self_cpu_time_total / total:>6.1%}{event.self_cpu_time_total / steps / 1e3:>9.1f}  "
+                     f"{event.key} ({shapes})")
+    optimizer_time = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step"))
+    lines.append(f"{optimizer_time / total:>6.1%}{optimizer_time / steps / 1e3:>9.1f}  the optimizer step, all its operators")
+    lines.append(f"{total / steps / 1e3:.0f} ms per step of {batch_size} images, fp32, "
+                 f"{torch.get_num_threads()} threads; {machine_description()}")
+    return "\n".join(lines)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -71,17 +110,21 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak(dtype: torch.dtype, device: torch.device, size: int, seconds: float = 0.5) -> float:
-    """GFLOP/s of ``size`` x ``size`` matrix products in ``dtype``, repeated for ``seconds``."""
+def matmul_peak(dtype: torch.dtype, device: torch.device, size: int, rounds: int = 5, seconds: float = 0.2) -> float:
+    """GFLOP/s of ``size`` x ``size`` matrix products in ``dtype``: the best of ``rounds`` rounds
+    of ``seconds`` each (a peak, so a round slowed by anything else on the machine does not count)."""
     a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
     torch.mm(a, b)
     _synchronize(device)
-    runs, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        _synchronize(device)
-        runs += 1
-    return 2 * size ** 3 * runs / (time.perf_counter() - start) / 1e9
+    best = 0.0
+    for _ in range(rounds):
+        runs, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            torch.mm(a, b)
+            _synchronize(device)
+            runs += 1
+        best = max(best, 2 * size ** 3 * runs / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 def _forever(loader: DataLoader) -> Iterator:
@@ -122,26 +165,29 @@ def report_pipeline(data_dir: Path, steps: int, batch_size: int, device: torch.d
 
 
 def training_run(data_dir: Path, run_dir: Path, steps: int, batch_size: int, precision: str,
-                 launcher: List[str]) -> Dict:
-    """``colorize train`` of the reference recipe for two epochs of ``steps`` global batches;
-    the second epoch's figures."""
+                 launcher: List[str], overrides: Sequence[str] = ()) -> Dict:
+    """``colorize train`` of the reference recipe, with ``overrides``, for two epochs of
+    ``steps`` global batches; the second epoch's figures."""
     command = [*launcher, "-m", "colorize", "train", "--config", str(RECIPE), f"data.dir={data_dir}",
                f"run.dir={run_dir}", f"data.batch_size={batch_size}", f"data.train_limit={steps * batch_size}",
                f"data.eval_limit={batch_size}", "train.epochs=2", f"train.mixed_precision={precision}",
-               f"train.log_every={steps}", "tracking.mode=disabled"]
+               f"train.log_every={steps}", "tracking.mode=disabled", *overrides]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise ColorizeError(f"the benchmark's training run failed: {' '.join(command)}\n{result.stderr[-3000:]}")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / METRICS).read_text())
     epoch = metrics["history"][1]["train"]
     return {"precision": precision_label(metrics["mixed_precision"]),
             "processes": metrics["world_size"], "images_per_s": epoch["images_per_s"],
             "data_wait_fraction": epoch["data_wait_fraction"]}
 
 
-def train_benchmark(data_dir: Path, steps: int = 16, batch_size: int = 512, skip: Sequence[str] = ()) -> Dict:
+def train_benchmark(data_dir: Path, steps: int = 16, batch_size: int = 512, skip: Sequence[str] = (),
+                    overrides: Sequence[str] = ()) -> Dict:
     """Every entry of the module's docstring but those in ``skip`` (``bf16`` is skipped where
-    it is not native), with the machine's matmul peaks."""
+    it is not native), with the machine's matmul peaks; ``overrides`` (``key=value`` settings)
+    apply to the ``colorize train`` entries."""
+    config = load_config(str(RECIPE), overrides)  # a mistyped setting fails here, not in a training run
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     manifest = read_manifest(data_dir)
     native_bf16 = has_native_bf16(device.type == "cuda")
@@ -154,9 +200,10 @@ def train_benchmark(data_dir: Path, steps: int = 16, batch_size: int = 512, skip
     with tempfile.TemporaryDirectory(prefix="colorize-bench-") as scratch:
         for name, (precision, launcher) in runs.items():
             print(f"timing {name}...", file=sys.stderr, flush=True)
-            entries[name] = training_run(data_dir, Path(scratch) / name, steps, batch_size, precision, launcher)
-    ours = gflop_per_image(create_model("fusion", num_classes=len(manifest["classes"]),
-                                        resolution=manifest["resolution"]), manifest["resolution"])
+            entries[name] = training_run(data_dir, Path(scratch) / name, steps, batch_size, precision, launcher,
+                                         overrides)
+    ours = gflop_per_image(create_model(config.model.name, config.model.settings, len(manifest["classes"]),
+                                        manifest["resolution"]), manifest["resolution"])
     # emulated bf16 is so slow that products of 512 x 512 show its rate in reasonable time
     sizes = {"fp32": 2048, "bf16": 2048 if native_bf16 else 512}
     peaks = {name: matmul_peak(dtype, device, sizes[name])
@@ -166,7 +213,8 @@ def train_benchmark(data_dir: Path, steps: int = 16, batch_size: int = 512, skip
         entry["gflop_per_s"] = entry["images_per_s"] * entry["gflop_per_image"]
         entry["utilization"] = entry["gflop_per_s"] / peaks[entry["precision"]]
     return {"entries": entries, "matmul_peak_gflop_per_s": peaks, "matmul_sizes": sizes,
-            "native_bf16": native_bf16, "steps": steps, "batch_size": batch_size, "machine": machine_description()}
+            "native_bf16": native_bf16, "steps": steps, "batch_size": batch_size, "overrides": list(overrides),
+            "machine": machine_description()}
 
 
 def format_train_table(result: Dict) -> str:
@@ -182,5 +230,6 @@ def format_train_table(result: Dict) -> str:
     sizes, emulated = result["matmul_sizes"], "" if result["native_bf16"] else ", emulated"
     lines.append(f"matmul peak: fp32 {peaks['fp32']:,.0f} GFLOP/s ({sizes['fp32']}x{sizes['fp32']}), "
                  f"bf16 {peaks['bf16']:,.1f} GFLOP/s ({sizes['bf16']}x{sizes['bf16']}{emulated})")
-    lines.append(f"{result['steps']} timed batches of {result['batch_size']} per entry; {result['machine']}")
+    settings = f" with {' '.join(result['overrides'])}" if result["overrides"] else ""
+    lines.append(f"{result['steps']} timed batches of {result['batch_size']} per entry{settings}; {result['machine']}")
     return "\n".join(lines)

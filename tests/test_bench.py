@@ -7,7 +7,7 @@ from colorize.bench import format_table, stored_rgb
 from colorize.config import DataConfig
 from colorize.data.loaders import build_loaders
 from colorize.data.prepare import PrepareSettings, prepare
-from colorize.train_benchmark import format_train_table
+from colorize.train_benchmark import format_train_table, profile_step
 from conftest import run_cli
 
 
@@ -24,13 +24,14 @@ def test_loader_benchmark_reports_every_loader(small_dir):
 def test_training_benchmark_measures_every_entry_against_the_peak(small_dir):
     # one colorize train entry is enough here: they differ only in the command that starts them
     result = run_cli("bench", "train", "--data", small_dir, "--steps", "1", "--batch-size", "16", "--json",
-                     "--skip", "fp32", "bf16")
+                     "--skip", "fp32", "bf16", "--set", "model.decoder_groups=1")
     figures = json.loads(result.stdout)
     entries = figures["entries"]
     assert list(entries) == ["report", "make_train"] and entries["make_train"]["processes"] == 2
     assert entries["make_train"]["precision"] == ("bf16" if figures["native_bf16"] else "fp32")
-    ours = entries["make_train"]["gflop_per_image"]
-    assert 0.09 < ours < 0.13 and entries["report"]["gflop_per_image"] > 1.2 * ours  # encoder twice
+    ours = entries["make_train"]["gflop_per_image"]  # of the ungrouped decoder that --set asked for
+    assert figures["overrides"] == ["model.decoder_groups=1"]
+    assert 0.11 < ours < 0.15 and entries["report"]["gflop_per_image"] > 1.2 * ours  # encoder twice
     for entry in entries.values():
         assert entry["images_per_s"] > 0 and 0 <= entry["data_wait_fraction"] < 1
         peak = figures["matmul_peak_gflop_per_s"][entry["precision"]]
@@ -38,6 +39,19 @@ def test_training_benchmark_measures_every_entry_against_the_peak(small_dir):
     table = format_train_table(figures).splitlines()
     assert [line.split()[0] for line in table[1:len(entries) + 1]] == list(entries)
     assert "matmul peak" in table[-2] and "cores" in table[-1]
+
+
+def test_a_mistyped_benchmark_setting_fails_before_any_timing(small_dir):
+    result = run_cli("bench", "train", "--data", small_dir, "--set", "train.compiled=true", check=False)
+    assert result.returncode != 0 and "train.compiled" in result.stderr and "timing" not in result.stderr
+
+
+def test_profile_names_the_costliest_operators(small_dir):
+    table = profile_step(small_dir, batch_size=8, top=5, overrides=["train.channels_last=false"]).splitlines()
+    assert len(table) == 1 + 5 + 2 and "aten::" in table[1]
+    shares = [float(line.split()[0].rstrip("%")) for line in table[1:6]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100
+    assert "the optimizer step" in table[-2] and "per step of 8 images" in table[-1]
 
 
 def test_per_item_images_from_float16_storage_match_float32(small_source, small_dir, tmp_path):

@@ -6,9 +6,8 @@ from accelerate.utils import set_seed
 
 from colorize.config import load_config
 from colorize.data.loaders import LoaderSpec, TensorLoader
-from colorize.engine.early_stopping import EarlyStopping
 from colorize.engine.runtime import create_accelerator
-from colorize.engine.trainer import TrainState, _build_model, train_epoch
+from colorize.engine.trainer import build, train_epoch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -28,13 +27,10 @@ def train_one_epoch(tmp_path, *overrides):
     spec = LoaderSpec(path=tmp_path, count=512, batch_size=64, train=True, storage_dtype="float32",
                       device=accelerator.device)
     loader = TensorLoader(spec, lab.to(accelerator.device), labels.to(accelerator.device))
-    model, _ = _build_model(config, MANIFEST, accelerator)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    state = TrainState(EarlyStopping(5))
-    values = train_epoch(model, optimizer, loader, accelerator, config, state, epoch=0)
-    weights = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-    return precision, values, weights, model
+    training = build(config, accelerator, precision, {"train": loader}, MANIFEST)
+    values = train_epoch(training, epoch=0)
+    weights = {k: v.detach().clone() for k, v in training.plain_model.state_dict().items()}
+    return precision, values, weights, training.model
 
 
 def test_auto_trains_in_bf16_on_a_gpu_with_it(tmp_path):

@@ -74,7 +74,7 @@ def test_only_the_main_process_writes(ddp_run):
     run_dir, result = ddp_run
     assert sorted(p.name for p in (run_dir / "last").iterdir()) == [
         "custom_checkpoint_0.pkl", "model.safetensors", "optimizer.bin", "random_states_0.pkl",
-        "random_states_1.pkl"]
+        "random_states_1.pkl", "scheduler.bin"]
     assert sorted(p.name for p in (run_dir / "grids").iterdir()) == ["epoch_001.png", "epoch_002.png"]
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
     assert result.stdout.count("W&B is offline") == 1

@@ -7,9 +7,10 @@ from PIL import Image
 from skimage.color import rgb2lab
 
 from colorize.color import lab_to_rgb_keeping_l
-from colorize.engine.checkpoint import save_best
 from colorize.inference import colorize_files, expand_inputs
 from colorize.models import create_model
+from colorize.models.fusion import FusionSettings
+from colorize.models.saved import save_model
 from conftest import run_cli
 
 PHOTOS = {"astronaut": skimage.data.astronaut(), "coffee": skimage.data.coffee(),
@@ -18,16 +19,13 @@ PHOTOS = {"astronaut": skimage.data.astronaut(), "coffee": skimage.data.coffee()
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A run directory holding an (untrained) best checkpoint: enough to test the mechanics."""
+    """A saved (untrained) model: enough to test the mechanics."""
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("run")
-    spec = {"name": "fusion", "classes": [str(i) for i in range(10)],
-            "kwargs": {"num_classes": 10, "resolution": 32, "width": 32, "global_hidden": 512,
-                       "global_dim": 128}}
-    model = create_model("fusion", **spec["kwargs"])
+    path = tmp_path_factory.mktemp("run") / "model"
+    model = create_model("fusion")
     with torch.no_grad():  # make the untrained decoder predict strong colours
         model.decoder[-1].bias.copy_(torch.tensor([0.4, -0.4]))
-    save_best(model, spec, path)
+    save_model(model, path, "fusion", FusionSettings(), [str(i) for i in range(10)], resolution=32)
     return path
 
 
@@ -104,7 +102,7 @@ def test_globs_files_and_directories(photos, tmp_path):
 
 def test_missing_checkpoint_is_explained(tmp_path, photos):
     result = run_cli("colorize", "--checkpoint", tmp_path, photos, "--out", tmp_path / "o", check=False)
-    assert result.returncode == 1 and "has no best/ checkpoint" in result.stderr
+    assert result.returncode == 1 and "is not a saved model" in result.stderr
 
 
 def test_out_of_gamut_colours_keep_their_l():

@@ -1,16 +1,17 @@
 import pytest
 import torch
 
-from colorize.config import ConfigError, ModelConfig
-from colorize.models import create_model, model_kwargs
+from colorize.errors import ConfigError
+from colorize.models import create_model
+from colorize.models.fusion import FusionSettings
 
 
 def build(**overrides):
-    return create_model("fusion", **model_kwargs(ModelConfig(**overrides), num_classes=10, resolution=32))
+    return create_model("fusion", FusionSettings(**overrides), num_classes=10, resolution=32)
 
 
 def test_output_shapes_for_32x32_input():
-    ab, logits = build()(torch.rand(4, 1, 32, 32) * 100)
+    ab, logits = build()(torch.rand(4, 1, 32, 32) * 100)  # a Prediction is a tuple
     assert ab.shape == (4, 2, 32, 32) and logits.shape == (4, 10)
 
 
@@ -24,6 +25,17 @@ def test_widths_are_configurable():
     assert sum(p.numel() for p in small.parameters()) < 100_000
     ab, logits = small(torch.rand(2, 1, 32, 32) * 100)
     assert ab.shape == (2, 2, 32, 32)
+
+
+def test_an_ungrouped_decoder_lets_a_and_b_see_all_features():
+    grouped, ungrouped = build(), build(decoder_groups=1)
+    last = [m for m in ungrouped.decoder.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert {m.groups for m in last} == {1}
+    extra = sum(p.numel() for p in ungrouped.parameters()) - sum(p.numel() for p in grouped.parameters())
+    assert extra == (128 * 64 + 64 * 32 + 32 * 2) * 16 // 2  # half of each decoder weight was cut by groups=2
+    assert ungrouped(torch.rand(2, 1, 32, 32) * 100)[0].shape == (2, 2, 32, 32)
+    with pytest.raises(ConfigError, match="model.decoder_groups must be 1 or 2"):
+        FusionSettings(decoder_groups=4)
 
 
 def test_eval_mode_handles_a_batch_of_one():
@@ -43,7 +55,7 @@ def test_classifier_returns_logits_and_encoder_runs_once():
 
 
 def test_other_resolutions_and_unknown_names():
-    model = create_model("fusion", num_classes=3, resolution=64)
+    model = create_model("fusion", None, num_classes=3, resolution=64)
     assert model(torch.rand(2, 1, 64, 64) * 100)[0].shape == (2, 2, 64, 64)
     with pytest.raises(ConfigError, match="not a known model"):
         create_model("unet")
@@ -51,4 +63,4 @@ def test_other_resolutions_and_unknown_names():
 
 def test_a_resolution_the_model_cannot_use_is_a_config_error():
     with pytest.raises(ConfigError, match="fusion.*multiple of 8.*48 or 56"):
-        create_model("fusion", num_classes=3, resolution=50)
+        create_model("fusion", None, num_classes=3, resolution=50)

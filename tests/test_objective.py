@@ -1,15 +1,17 @@
 """Loss, metrics and early stopping."""
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch.nn import functional as F
 
 from colorize.color import join_lab, lab_to_rgb
-from colorize.config import DataConfig, LossConfig
+from colorize.config import DataConfig
 from colorize.data.loaders import build_loaders
 from colorize.engine.early_stopping import EarlyStopping
-from colorize.losses import colorization_loss
+from colorize.losses import HuberClassLoss, HuberClassSettings
+from colorize.models import Prediction
 from colorize.metrics import MetricSums, colorfulness, psnr
 
 
@@ -17,7 +19,8 @@ def test_loss_is_huber_plus_weighted_cross_entropy():
     torch.manual_seed(0)
     pred, true = torch.randn(2, 2, 4, 4) * 5, torch.randn(2, 2, 4, 4) * 5
     logits, labels = torch.randn(2, 10), torch.tensor([1, 7])
-    parts = colorization_loss(pred, true, logits, labels, LossConfig(huber_delta=2.0, class_weight=0.5))
+    loss = HuberClassLoss(HuberClassSettings(huber_delta=2.0, class_weight=0.5))
+    parts = loss(Prediction(pred, logits), SimpleNamespace(ab=true, label=labels))
     assert torch.isclose(parts["color"], F.huber_loss(pred, true, delta=2.0))
     assert torch.isclose(parts["class"], F.cross_entropy(logits, labels))
     assert torch.isclose(parts["total"], parts["color"] + 0.5 * parts["class"])
@@ -26,9 +29,9 @@ def test_loss_is_huber_plus_weighted_cross_entropy():
 def test_huber_delta_is_in_ab_units():
     zero = torch.zeros(1, 2, 1, 1)
     small, large = torch.full_like(zero, 0.5), torch.full_like(zero, 3.0)
-    config, logits, labels = LossConfig(), torch.zeros(1, 2), torch.tensor([0])
-    assert colorization_loss(small, zero, logits, labels, config)["color"].item() == pytest.approx(0.125)
-    assert colorization_loss(large, zero, logits, labels, config)["color"].item() == pytest.approx(2.5)
+    loss, logits, batch = HuberClassLoss(HuberClassSettings()), torch.zeros(1, 2), SimpleNamespace(ab=zero, label=torch.tensor([0]))
+    assert loss(Prediction(small, logits), batch)["color"].item() == pytest.approx(0.125)
+    assert loss(Prediction(large, logits), batch)["color"].item() == pytest.approx(2.5)
 
 
 def test_colorfulness_of_grey_is_zero_and_grows_with_saturation():

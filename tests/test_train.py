@@ -1,12 +1,17 @@
 """End-to-end training on real images from the shared CIFAR-10 copy."""
 import json
+import subprocess
+import sys
 
 import pytest
+import skimage.data
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from colorize.config import ConfigError, load_config
 from colorize.engine.trainer import train, train_from_cli
+from colorize.models import create_model
 from conftest import REPO, run_cli
 from test_runtime import AVX2_ONLY
 
@@ -37,10 +42,11 @@ def test_smoke_run_trains_and_writes_a_complete_run_dir(two_epochs):
     assert metrics["epochs_run"] == 2 and metrics["world_size"] == 1
     assert metrics["test"]["images"] == 512 and 0 < metrics["test"]["ab_l1"] < 15
     assert metrics["train_images_per_s"] > 0 and first["train"]["images"] == 1024
-    for name in ("model.safetensors", "optimizer.bin", "random_states_0.pkl", "custom_checkpoint_0.pkl"):
+    for name in ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl",
+                 "custom_checkpoint_0.pkl"):
         assert (two_epochs / "last" / name).is_file()
-    spec = json.loads((two_epochs / "best" / "model.json").read_text())
-    assert spec["name"] == "fusion" and len(spec["classes"]) == 10
+    saved = json.loads((two_epochs / "best" / "config.json").read_text())
+    assert saved["name"] == "fusion" and len(saved["classes"]) == 10 and saved["settings"]["width"] == 32
     weights = load_file(str(two_epochs / "best" / "model.safetensors"))
     assert "classifier.weight" in weights
     assert load_config(str(two_epochs / "config.yaml")).run.name == "smoke"
@@ -149,3 +155,40 @@ def test_resume_uses_the_previous_last_when_it_was_being_replaced(two_epochs, tm
     assert resume(run_dir, "train.epochs=3")["epochs_run"] == 3
     assert "was being replaced when the run stopped" in capsys.readouterr().out
     assert (run_dir / "last").is_dir() and not (run_dir / ".last.old").exists()
+
+
+def test_a_compiled_run_saves_weights_an_uncompiled_model_loads(cifar_dir, tmp_path):
+    run_dir = tmp_path / "compiled"
+    train(smoke_config(cifar_dir, run_dir, "train.compile=true", "model.width=8", "train.epochs=1",
+                       "data.train_limit=256", "data.eval_limit=256"))
+    plain = load_config(str(run_dir / "config.yaml"), ["train.compile=false"])
+    model = create_model("fusion", plain.model.settings, 10, 32)
+    for saved in ("best", "last"):  # strict: the same names, no compile wrapper in them
+        model.load_state_dict(load_file(run_dir / saved / "model.safetensors"))
+
+
+def test_an_exported_model_colourizes_without_any_training_code(two_epochs, tmp_path):
+    out = tmp_path / "exported"
+    run_cli("export", two_epochs, out)
+    card = (out / "README.md").read_text()
+    assert f"{metrics_of(two_epochs)['test']['ab_l1']:.4f}" in card and "fusion" in card
+    photo = tmp_path / "photo.png"
+    Image.fromarray(skimage.data.chelsea()).save(photo)
+    script = f"""
+import sys
+from colorize.models.fusion import FusionColorizer
+from colorize.inference import colorize_files
+model = FusionColorizer.from_pretrained({str(out)!r})
+assert not model.training
+report = colorize_files({str(out)!r}, [{str(photo)!r}], {str(tmp_path / 'coloured')!r})
+assert len(report.written) == 1, report.failed
+loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('colorize', 'accelerate', 'omegaconf', 'ffcv'))
+print(loaded)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.strip()
+    for training_code in ("colorize.engine", "colorize.config", "colorize.data", "accelerate", "omegaconf", "ffcv"):
+        assert f"'{training_code}" not in loaded, loaded
+    for name, tensor in load_file(two_epochs / "best" / "model.safetensors").items():
+        assert torch.equal(load_file(out / "model.safetensors")[name], tensor), name

@@ -198,7 +198,7 @@ class MemoryLoader(TensorLoader):
         super().__init__(spec, torch.cat(labs).to(spec.device), torch.cat(labels).to(spec.device))
 
 
-LOADERS = {"ffcv": FfcvLoader, "memory": MemoryLoader}
+LOADERS = {"ffcv": FfcvLoader, "memory": MemoryLoader}  # the names config.CHOICES["data.loader"] allows
 
 
 def per_process_batch_size(data: DataConfig, world: int) -> int:

@@ -9,9 +9,10 @@ from torch import nn
 from colorize.config import ConfigError, load_config
 from colorize.data.loaders import SplitLoader, build_loaders
 from colorize.data.manifest import read_manifest
-from colorize.engine.checkpoint import CheckpointError, load_best
 from colorize.engine.runtime import create_accelerator
 from colorize.metrics import MetricSums
+from colorize.models.saved import load_model
+from colorize.run_dir import BEST, CONFIG, check_run_dir
 
 
 @torch.no_grad()
@@ -22,8 +23,8 @@ def evaluate(model: nn.Module, loader: SplitLoader, accelerator: Accelerator) ->
     sums = MetricSums(accelerator.device)
     for batch in loader:
         with accelerator.autocast():
-            ab, logits = model(batch.l)
-        sums.update(batch.l, ab, batch.ab, logits, batch.label, batch.valid)
+            prediction = model(batch.l)
+        sums.update(batch.l, prediction.ab, batch.ab, prediction.logits, batch.label, batch.valid)
     model.train(was_training)
     return sums.compute(lambda total: accelerator.reduce(total, reduction="sum"))
 
@@ -31,18 +32,15 @@ def evaluate(model: nn.Module, loader: SplitLoader, accelerator: Accelerator) ->
 def evaluate_run(run_dir: Path, data_dir: Optional[str] = None, split: str = "test") -> Dict[str, float]:
     """Metrics of ``run_dir``'s best model on ``split`` of ``data_dir`` (default: the run's own
     data), with the run's loader and precision settings."""
-    if not (Path(run_dir) / "config.yaml").is_file():
-        raise CheckpointError(f"{run_dir} is not a run directory (it has no config.yaml)")
-    config = load_config(str(Path(run_dir) / "config.yaml"))
+    config = load_config(str(check_run_dir(run_dir) / CONFIG))
     if data_dir is not None:
         config.data.dir = str(data_dir)
     config.data.train_limit = config.data.eval_limit = None  # the whole split
     accelerator, _ = create_accelerator(config.train)
-    model, spec = load_best(run_dir, accelerator.device)
+    model, _, trained_on, _ = load_model(Path(run_dir) / BEST, accelerator.device)
     classes = read_manifest(Path(config.data.dir))["classes"]
-    if classes != spec["classes"]:
-        raise ConfigError(f"{config.data.dir} has classes {classes}, but {run_dir} was trained on "
-                          f"{spec['classes']}")
+    if classes != trained_on:
+        raise ConfigError(f"{config.data.dir} has classes {classes}, but {run_dir} was trained on {trained_on}")
     loader = build_loaders(config.data, rank=accelerator.process_index, world=accelerator.num_processes,
                            device=accelerator.device, splits=(split,), train_split_for_training=False)[split]
     metrics = {**evaluate(model, loader, accelerator), "split": split, "processes": accelerator.num_processes}

@@ -107,6 +107,7 @@ def create_accelerator(config: TrainConfig, log_with: Optional[str] = None) -> T
         cpu=not torch.cuda.is_available(),  # several processes without a GPU: DDP on gloo
         mixed_precision=precision.name,
         log_with=log_with,
+        step_scheduler_with_optimizer=False,  # the trainer steps the schedule once per optimizer step
     )
     check_distributed(accelerator)
     set_thread_count(config.threads)

@@ -1,10 +1,11 @@
-"""``colorize train``: the training loop on Accelerate.
+"""``colorize train``: the training loop on Accelerate, in the steps a recipe reads as:
+build, resume, fit, test.
 
-One process or many (DDP under ``accelerate launch`` or ``torchrun``); mixed precision and
-gradient accumulation from the config; validation every epoch with early stopping on val ab
-L1, agreed by every process; ``last/`` and ``best/`` checkpoints every epoch; and, at the end,
-the test metrics of the best checkpoint. Everything a run produces lands in ``run.dir``:
-``config.yaml``, ``last/``, ``best/`` and ``metrics.json``.
+One process or many (DDP under ``accelerate launch`` or ``torchrun``); the model, loss,
+optimizer and schedule named by the config; mixed precision and gradient accumulation;
+validation every epoch with early stopping on val ab L1, agreed by every process; ``last/``
+and ``best/`` every epoch; and, at the end, the test metrics of the best model. Everything a
+run produces lands in its run directory (:mod:`colorize.run_dir`).
 """
 import contextlib
 import json
@@ -30,12 +31,12 @@ from colorize.engine.runtime import (Precision, cpu_description, create_accelera
 from colorize.engine.visuals import EpochVisuals
 from colorize.errors import ColorizeError
 from colorize.io import atomic_write_text
-from colorize.losses import colorization_loss
-from colorize.models import create_model, model_kwargs
+from colorize.models import Colorizer, create_model
+from colorize.models.saved import load_model, save_model
+from colorize.optim import build_optimizer, build_schedule, effective_batch, learning_rate
+from colorize.registry import LOSSES
+from colorize.run_dir import BEST, CONFIG, LAST, METRICS, check_run_dir
 from colorize.tracking import RunTracker, accelerate_log_with
-
-METRICS = "metrics.json"
-_LOSSES = ("total", "color", "class")
 
 
 class TrainingDiverged(ColorizeError):
@@ -66,28 +67,57 @@ class TrainState:
         self.tracking_id = state["tracking_id"]
 
 
+@dataclass
+class Training:
+    """What a run trains with: built once, prepared by the Accelerator."""
+
+    config: Config
+    accelerator: Accelerator
+    precision: Precision
+    manifest: dict
+    loaders: Dict[str, SplitLoader]
+    model: torch.nn.Module  # DDP-wrapped with several processes
+    optimizer: torch.optim.Optimizer
+    schedule: object
+    loss: object
+    state: TrainState
+    effective_batch: int
+
+    @property
+    def plain_model(self) -> Colorizer:
+        return self.accelerator.unwrap_model(self.model)
+
+
 class _Window:
     """Loss sums and timings since the last log line. The sums stay on the device, so adding a
-    batch never waits for it; ``read`` sums them over processes."""
+    batch never waits for it; ``read`` sums them over processes. The loss's parts are whatever
+    it returns."""
 
     def __init__(self, device: torch.device):
-        self.sums = torch.zeros(len(_LOSSES), dtype=torch.float64, device=device)
+        self.device = device
+        self.parts: List[str] = []
+        self.sums: Optional[torch.Tensor] = None
         self.images = 0
         self.wait = 0.0
         self.started = time.perf_counter()
 
     def add(self, losses: Dict[str, torch.Tensor], images: int, wait: float) -> None:
-        self.sums += torch.stack([losses[name].detach().double() for name in _LOSSES]) * images
+        if self.sums is None:
+            self.parts = list(losses)
+            self.sums = torch.zeros(len(self.parts), dtype=torch.float64, device=self.device)
+        self.sums += torch.stack([losses[name].detach().double() for name in self.parts]) * images
         self.images += images
         self.wait += wait
 
     def read(self, accelerator: Accelerator) -> Dict[str, float]:
-        """Global mean losses, images/s and the fraction of time spent waiting for data."""
-        local = torch.cat((self.sums, self.sums.new_full((1,), self.images)))
-        *sums, images = accelerator.reduce(local, reduction="sum").tolist()
+        """Global mean losses (``loss`` and ``loss_<part>``), images/s and the fraction of time
+        spent waiting for data."""
+        sums = self.sums if self.sums is not None else torch.zeros(0, dtype=torch.float64, device=self.device)
+        local = torch.cat((sums, sums.new_full((1,), self.images)))
+        *totals, images = accelerator.reduce(local, reduction="sum").tolist()
         seconds = time.perf_counter() - self.started
-        values = {f"loss_{name}" if name != "total" else "loss": s / max(images, 1)
-                  for name, s in zip(_LOSSES, sums)}
+        values = {"loss" if name == "total" else f"loss_{name}": total / max(images, 1)
+                  for name, total in zip(self.parts, totals)}
         values.update(images=images, seconds=seconds, images_per_s=images / max(seconds, 1e-9),
                       data_wait_fraction=self.wait / max(seconds, 1e-9))
         return values
@@ -97,7 +127,7 @@ def _check_finite(values: Dict[str, float], epoch: int, step: int, run_dir: Path
     if not math.isfinite(values["loss"]):
         raise TrainingDiverged(
             f"the training loss became {values['loss']} in epoch {epoch} (step {step}); stopped. "
-            f"The last good checkpoint is {run_dir / checkpoint.LAST} (resume with colorize train "
+            f"The last good checkpoint is {run_dir / LAST} (resume with colorize train "
             f"--resume {run_dir}); try a lower optim.lr or train.mixed_precision=no"
         )
 
@@ -111,9 +141,17 @@ def _accumulation_groups(batches: int, accum: int):
         yield end - start, index + 1 == end
 
 
-def train_epoch(model, optimizer, loader: SplitLoader, accelerator: Accelerator, config: Config,
-                state: TrainState, epoch: int) -> Dict[str, float]:
+def _optimizer_step(training: Training) -> None:
+    training.optimizer.step()
+    if not getattr(training.optimizer, "step_was_skipped", False):  # fp16: skipped on overflow
+        training.schedule.step()
+    training.optimizer.zero_grad(set_to_none=True)
+    training.state.step += 1
+
+
+def train_epoch(training: Training, epoch: int) -> Dict[str, float]:
     """One pass over the training split; returns the epoch's global means and throughput."""
+    model, accelerator, config, loader = training.model, training.accelerator, training.config, training.loaders["train"]
     model.train()
     loader.set_epoch(epoch)
     total, window = _Window(accelerator.device), _Window(accelerator.device)
@@ -121,70 +159,72 @@ def train_epoch(model, optimizer, loader: SplitLoader, accelerator: Accelerator,
                     disable=not accelerator.is_local_main_process, leave=False, dynamic_ncols=True)
     seen = torch.zeros(loader.num_samples, dtype=torch.int32, device=accelerator.device)
     batches = iter(loader)
-    groups = _accumulation_groups(len(loader), config.train.grad_accum)
-    for index, (group_size, steps) in enumerate(groups):
+    for index, (group_size, steps) in enumerate(_accumulation_groups(len(loader), config.train.grad_accum)):
         waited = time.perf_counter()
         batch = next(batches)
         waited = time.perf_counter() - waited
         with contextlib.nullcontext() if steps else accelerator.no_sync(model):
-            ab, logits = model(batch.l)
-            losses = colorization_loss(ab, batch.ab, logits, batch.label, config.loss)
+            losses = training.loss(model(batch.l), batch)
             accelerator.backward(losses["total"] / group_size)
         if steps:
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
+            _optimizer_step(training)
         seen.index_put_((batch.index,), torch.ones_like(batch.index, dtype=torch.int32), accumulate=True)
         window.add(losses, len(batch.l), waited)
         total.add(losses, len(batch.l), waited)
         progress.update()
         if (index + 1) % config.train.log_every == 0 or index + 1 == len(loader):
             values = window.read(accelerator)
-            _check_finite(values, epoch + 1, state.step, config.run.path)
+            _check_finite(values, epoch + 1, training.state.step, config.run.path)
             accelerator.log({f"train/{k}": v for k, v in values.items() if k not in ("images", "seconds")}
-                            | {"train/lr": optimizer.param_groups[0]["lr"], "epoch": epoch + 1},
-                            step=state.step)
+                            | {"train/lr": training.optimizer.param_groups[0]["lr"], "epoch": epoch + 1},
+                            step=training.state.step)
             progress.set_postfix(loss=f"{values['loss']:.3f}", img_s=f"{values['images_per_s']:.0f}")
             window = _Window(accelerator.device)
     progress.close()
     seen = accelerator.reduce(seen, reduction="sum")
     coverage = {"samples_seen_once": int((seen == 1).sum()), "samples_unseen": int((seen == 0).sum()),
                 "samples_repeated": int((seen > 1).sum())}
-    return total.read(accelerator) | coverage
+    return total.read(accelerator) | coverage | {"lr": training.optimizer.param_groups[0]["lr"]}
 
 
-def _write_metrics(run_dir: Path, config: Config, state: TrainState, accelerator: Accelerator,
-                   precision: Precision, test: Optional[dict] = None) -> dict:
-    history = state.history
-    train_seconds = sum(h["train"]["seconds"] for h in history)
-    train_images = sum(h["train"]["images"] for h in history)
-    early = state.early_stopping
-    metrics = {
-        "run": config.run.name,
-        "world_size": accelerator.num_processes,
-        "batch_size_per_process": per_process_batch_size(config.data, accelerator.num_processes),
-        "mixed_precision": precision.name,
-        "mixed_precision_reason": precision.reason,
-        "device": str(accelerator.device),
-        "cpu": cpu_description(),
-        "torch_threads": torch.get_num_threads(),
-        "epochs_run": state.epoch,
-        "stopped_early": early.should_stop,
-        "best_epoch": early.best_epoch,
-        "best_val_ab_l1": early.best,
-        "train_images_per_s": train_images / max(train_seconds, 1e-9),
-        "wall_time_s": sum(h["seconds"] for h in history),
-        "history": history,
-    }
-    if test is not None:
-        metrics["test"] = test
-    atomic_write_text(run_dir / METRICS, json.dumps(metrics, indent=2) + "\n")
-    return metrics
+# --- build ---------------------------------------------------------------------------------------
 
+def build_model(config: Config, manifest: dict, accelerator: Accelerator) -> Colorizer:
+    """The config's model for the data's classes and resolution, in the layout the config asks."""
+    model = create_model(config.model.name, config.model.settings, num_classes=len(manifest["classes"]),
+                         resolution=manifest["resolution"])
+    if config.train.sync_batchnorm:
+        model = sync_batchnorm(model, accelerator)
+    if config.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if config.train.compile:
+        model.compile()  # in place: the saved weights keep their names
+    return model
+
+
+def build(config: Config, accelerator: Accelerator, precision: Precision,
+          loaders: Dict[str, SplitLoader], manifest: dict) -> Training:
+    """Model, optimizer, schedule and loss of ``config``, prepared by ``accelerator``."""
+    world = accelerator.num_processes
+    model = build_model(config, manifest, accelerator)
+    lr = learning_rate(config.optim.settings, world)
+    optimizer = build_optimizer(config.optim.name, config.optim.settings, model, lr)
+    steps_per_epoch = math.ceil(len(loaders["train"]) / config.train.grad_accum)
+    schedule = build_schedule(config.schedule.name, config.schedule.settings, optimizer,
+                              total_steps=steps_per_epoch * config.train.epochs)
+    model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
+    state = TrainState(EarlyStopping(config.train.patience, config.train.min_delta))
+    accelerator.register_for_checkpointing(state)
+    batch = effective_batch(per_process_batch_size(config.data, world), world, config.train.grad_accum)
+    return Training(config, accelerator, precision, manifest, loaders, model, optimizer, schedule,
+                    LOSSES.build(config.loss.name, config.loss.settings), state, batch)
+
+
+# --- resume --------------------------------------------------------------------------------------
 
 # Settings that define what a run learns from: a resumed run must keep them.
-_FIXED_ON_RESUME = ("model.", "data.train_limit", "data.eval_limit", "data.batch_size",
-                    "data.batch_size_scope", "data.hflip")
+_FIXED_ON_RESUME = ("model.", "loss.name", "optim.name", "schedule.name", "data.train_limit", "data.eval_limit",
+                    "data.batch_size", "data.batch_size_scope", "data.hflip")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -198,8 +238,8 @@ def _check_resume_keeps(previous: Config, config: Config) -> None:
     """Refuse, by name, a resume that changes what the run learns from."""
     old, new = _flat(to_dict(previous)), _flat(to_dict(config))
     for key in old:
-        if key.startswith(_FIXED_ON_RESUME) and old[key] != new[key]:
-            raise ConfigError(f"{key} cannot change when resuming a run ({old[key]!r} -> {new[key]!r}); "
+        if key.startswith(_FIXED_ON_RESUME) and old[key] != new.get(key):
+            raise ConfigError(f"{key} cannot change when resuming a run ({old[key]!r} -> {new.get(key)!r}); "
                               f"start a new run with --config instead")
 
 
@@ -224,94 +264,132 @@ def _resume_plan(previous: Config, config: Config, state: TrainState) -> Tuple[b
     return True, f"resuming after epoch {done} of {epochs}"
 
 
-def _build_model(config: Config, manifest: dict, accelerator: Accelerator):
-    """The model (not yet prepared) and the spec that rebuilds it."""
-    spec = {"name": config.model.name, "classes": manifest["classes"],
-            "kwargs": model_kwargs(config.model, len(manifest["classes"]), manifest["resolution"])}
-    model = create_model(spec["name"], **spec["kwargs"])
-    if config.train.sync_batchnorm:
-        model = sync_batchnorm(model, accelerator)
-    if config.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model, spec
+def resume(training: Training, previous: Config) -> bool:
+    """Restore ``last/`` (the config's learning rate and schedule apply from here on); whether
+    the run trains on."""
+    run_dir = training.config.run.path
+    checkpoint.load_last(training.accelerator, run_dir)
+    going_on, message = _resume_plan(previous, training.config, training.state)
+    training.accelerator.print(f"{run_dir}: {message}")
+    return going_on
 
 
-def train(config: Config, resume: bool = False) -> dict:
-    """Train (or, with ``resume``, continue) the run ``config.run.path``; returns its metrics."""
-    accelerator, precision = create_accelerator(config.train, log_with=accelerate_log_with(config.tracking))
-    run_dir = config.run.path
-    if resume:
-        previous = load_config(str(run_dir / "config.yaml"))
-        _check_resume_keeps(previous, config)
-    elif (run_dir / checkpoint.LAST).exists():
-        raise RunExists(f"{run_dir} already holds a run; resume it with colorize train --resume "
-                        f"{run_dir}, or pick another run.name or run.dir")
-    set_seed(config.train.seed, deterministic=config.train.deterministic)
-    manifest = read_manifest(Path(config.data.dir))
-    world, rank = accelerator.num_processes, accelerator.process_index
-    loaders = build_loaders(config.data, seed=config.train.seed, rank=rank, world=world,
-                            device=accelerator.device)
-    model, spec = _build_model(config, manifest, accelerator)
-    lr = config.optim.lr * (world if config.optim.scale_lr_with_world_size else 1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.optim.weight_decay)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    state = TrainState(EarlyStopping(config.train.patience, config.train.min_delta))
-    accelerator.register_for_checkpointing(state)
-    if resume:
-        checkpoint.load_last(accelerator, run_dir)
-        for group in optimizer.param_groups:  # the config's rate wins over the saved one
-            group["lr"] = lr
-        going_on, message = _resume_plan(previous, config, state)
-        accelerator.print(f"{run_dir}: {message}")
-        if not going_on and (run_dir / METRICS).is_file():
-            accelerator.end_training()
-            return json.loads((run_dir / METRICS).read_text())
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
-    accelerator.print(f"precision: {precision_label(precision.name)} ({precision.reason})")
-    tracker = RunTracker(config, accelerator, run_dir, state.tracking_id)
-    state.tracking_id = tracker.run_id
-    visuals = EpochVisuals(config, manifest["classes"], accelerator, tracker) \
-        if accelerator.is_main_process else None
+# --- fit -----------------------------------------------------------------------------------------
 
-    plain_model = accelerator.unwrap_model(model)
+def _write_metrics(training: Training, test: Optional[dict] = None) -> dict:
+    config, state, accelerator, precision = training.config, training.state, training.accelerator, training.precision
+    history = state.history
+    train_seconds = sum(h["train"]["seconds"] for h in history)
+    train_images = sum(h["train"]["images"] for h in history)
+    early = state.early_stopping
+    metrics = {
+        "run": config.run.name,
+        "world_size": accelerator.num_processes,
+        "batch_size_per_process": per_process_batch_size(config.data, accelerator.num_processes),
+        "effective_batch_size": training.effective_batch,
+        "mixed_precision": precision.name,
+        "mixed_precision_reason": precision.reason,
+        "device": str(accelerator.device),
+        "cpu": cpu_description(),
+        "torch_threads": torch.get_num_threads(),
+        "epochs_run": state.epoch,
+        "stopped_early": early.should_stop,
+        "best_epoch": early.best_epoch,
+        "best_val_ab_l1": early.best,
+        "train_images_per_s": train_images / max(train_seconds, 1e-9),
+        "wall_time_s": sum(h["seconds"] for h in history),
+        "history": history,
+    }
+    if test is not None:
+        metrics["test"] = test
+    atomic_write_text(config.run.path / METRICS, json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _save_best(training: Training) -> None:
+    config, manifest = training.config, training.manifest
+    save_model(training.plain_model, config.run.path / BEST, config.model.name, config.model.settings,
+               manifest["classes"], manifest["resolution"])
+
+
+def fit(training: Training, visuals: Optional[EpochVisuals]) -> None:
+    """Train epoch after epoch until ``train.epochs`` or early stopping, saving as it goes."""
+    config, accelerator, state = training.config, training.accelerator, training.state
+    plain_model = training.plain_model
     for epoch in range(state.epoch, config.train.epochs):
         if state.early_stopping.should_stop:
             break
         started = time.perf_counter()
-        train_values = train_epoch(model, optimizer, loaders["train"], accelerator, config, state, epoch)
+        train_values = train_epoch(training, epoch)
         sync_buffers(plain_model, accelerator)
         checksums = parameter_checksums(plain_model, accelerator)
-        val = evaluate(plain_model, loaders["val"], accelerator)
+        val = evaluate(plain_model, training.loaders["val"], accelerator)
         if state.early_stopping.update(val["ab_l1"], epoch + 1) and accelerator.is_main_process:
-            checkpoint.save_best(plain_model, spec, run_dir)
+            _save_best(training)
         state.epoch = epoch + 1
         state.history.append({"epoch": epoch + 1, "step": state.step, "train": train_values, "val": val,
                               "model_checksums": checksums, "seconds": time.perf_counter() - started})
         accelerator.log({f"val/{k}": v for k, v in val.items()} | {"epoch": epoch + 1}, step=state.step)
         if visuals is not None:
             visuals.grid(plain_model, epoch + 1, state.step)
-        checkpoint.save_last(accelerator, run_dir)
+        checkpoint.save_last(accelerator, config.run.path)
         if accelerator.is_main_process:
-            _write_metrics(run_dir, config, state, accelerator, precision)
+            _write_metrics(training)
             _print_epoch(state.history[-1], state.early_stopping)
         if state.early_stopping.should_stop:
             accelerator.set_trigger()
         if accelerator.check_trigger():
-            print(f"[process {rank}] stopping early after epoch {epoch + 1}: val ab L1 has not improved "
-                  f"for {config.train.patience} epochs", flush=True)
+            print(f"[process {accelerator.process_index}] stopping early after epoch {epoch + 1}: val ab L1 "
+                  f"has not improved for {config.train.patience} epochs", flush=True)
             break
 
+
+# --- test ----------------------------------------------------------------------------------------
+
+def test(training: Training, tracker: RunTracker, visuals: Optional[EpochVisuals]) -> Optional[dict]:
+    """The best model's test metrics, written to ``metrics.json`` (returned on the main process)."""
+    accelerator = training.accelerator
     accelerator.wait_for_everyone()
-    best, _ = checkpoint.load_best(run_dir, accelerator.device)
-    test = evaluate(best, loaders["test"], accelerator)
+    best = load_model(training.config.run.path / BEST, accelerator.device).model
+    values = evaluate(best, training.loaders["test"], accelerator)
     metrics = None
     if accelerator.is_main_process:
-        metrics = _write_metrics(run_dir, config, state, accelerator, precision, test)
-        print(f"test of best epoch {state.early_stopping.best_epoch}: " + _format(test))
-        tracker.summarize({f"test/{k}": v for k, v in test.items()})
-        visuals.test_table(best, state.step)
+        metrics = _write_metrics(training, values)
+        print(f"test of best epoch {training.state.early_stopping.best_epoch}: " + _format(values))
+        tracker.summarize({f"test/{k}": v for k, v in values.items()})
+        visuals.test_table(best, training.loaders["test"], training.state.step)
+    return metrics
+
+
+def train(config: Config, previous: Optional[Config] = None) -> dict:
+    """Train the run ``config.run.path``: a new one, or, with the ``previous`` config of that
+    run, resume it. Returns its metrics."""
+    run_dir = config.run.path
+    if previous is not None:
+        _check_resume_keeps(previous, config)
+    elif (run_dir / LAST).exists():
+        raise RunExists(f"{run_dir} already holds a run; resume it with colorize train --resume "
+                        f"{run_dir}, or pick another run.name or run.dir")
+    accelerator, precision = create_accelerator(config.train, log_with=accelerate_log_with(config.tracking))
+    set_seed(config.train.seed, deterministic=config.train.deterministic)
+    manifest = read_manifest(Path(config.data.dir))
+    loaders = build_loaders(config.data, seed=config.train.seed, rank=accelerator.process_index,
+                            world=accelerator.num_processes, device=accelerator.device)
+    training = build(config, accelerator, precision, loaders, manifest)
+    if previous is not None and not resume(training, previous) and (run_dir / METRICS).is_file():
+        accelerator.end_training()
+        return json.loads((run_dir / METRICS).read_text())
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / CONFIG)
+    accelerator.print(f"precision: {precision_label(precision.name)} ({precision.reason}); "
+                      f"{training.effective_batch} images per optimizer step")
+    tracker = RunTracker(config, accelerator, run_dir, training.state.tracking_id)
+    training.state.tracking_id = tracker.run_id
+    visuals = EpochVisuals(config, manifest["classes"], accelerator, tracker, loaders["val"]) \
+        if accelerator.is_main_process else None
+    fit(training, visuals)
+    metrics = test(training, tracker, visuals)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return metrics
@@ -323,17 +401,15 @@ def _format(values: dict) -> str:
 
 
 def _print_epoch(entry: dict, early: EarlyStopping) -> None:
-    train = entry["train"]
+    train_values = entry["train"]
     marker = " (best)" if early.best_epoch == entry["epoch"] else ""
-    print(f"epoch {entry['epoch']}: train loss {train['loss']:.4f} at {train['images_per_s']:.0f} img/s; "
-          f"val {_format(entry['val'])}{marker}", flush=True)
+    print(f"epoch {entry['epoch']}: train loss {train_values['loss']:.4f} at {train_values['images_per_s']:.0f} "
+          f"img/s; val {_format(entry['val'])}{marker}", flush=True)
 
 
-def train_from_cli(config_path: Optional[str], overrides: List[str], resume: Optional[str]) -> dict:
+def train_from_cli(config_path: Optional[str], overrides: List[str], resume_dir: Optional[str]) -> dict:
     """``colorize train``: a new run from a config, or ``--resume RUN_DIR`` with its saved config."""
-    if resume is not None:
-        saved = Path(resume) / "config.yaml"
-        if not saved.is_file():
-            raise checkpoint.CheckpointError(f"{resume} is not a run directory (it has no config.yaml)")
-        return train(load_config(str(saved), [*overrides, f"run.dir={resume}"]), resume=True)
+    if resume_dir is not None:
+        saved = str(check_run_dir(resume_dir) / CONFIG)
+        return train(load_config(saved, [*overrides, f"run.dir={resume_dir}"]), previous=load_config(saved))
     return train(load_config(config_path, overrides))

@@ -1,5 +1,12 @@
-"""Models, registered by name and built from ``ModelConfig``."""
-from colorize.models import fusion  # noqa: F401  (registers its models)
-from colorize.models.registry import create_model, model_kwargs, register
+"""Colourization networks, registered by name. Every module of this package is imported here,
+so a network added as one new file registers itself."""
+import importlib
+import pkgutil
 
-__all__ = ["create_model", "model_kwargs", "register"]
+from colorize.models.base import Colorizer, Prediction
+from colorize.models.registry import create_model
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["Colorizer", "Prediction", "create_model"]

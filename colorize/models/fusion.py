@@ -6,11 +6,16 @@ report's code fixed: the classifier returns logits (no softmax before the cross-
 the encoder runs once per forward pass. The input is L in [0, 100]; the outputs are ab in
 CIELAB units at the input resolution and one score per class.
 """
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 from torch import nn
 
 from colorize.color import ab_from_network, normalize_l
-from colorize.models.registry import register
+from colorize.errors import ConfigError, check_positive
+from colorize.models.base import Colorizer, Prediction
+from colorize.registry import MODELS
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0,
@@ -26,26 +31,44 @@ def linear_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(cin, cout), nn.BatchNorm1d(cout), nn.ReLU(inplace=True))
 
 
-def up_bn_relu(cin: int, cout: int) -> nn.Sequential:
+def up_bn_relu(cin: int, cout: int, groups: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.ConvTranspose2d(cin, cout, 4, 2, 1, groups=2), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+        nn.ConvTranspose2d(cin, cout, 4, 2, 1, groups=groups), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
     )
 
 
-@register("fusion")
-class FusionColorizer(nn.Module):
+@dataclass
+class FusionSettings:
+    width: int = 32  # first encoder layer; later layers use 2x and 4x
+    global_hidden: int = 512
+    global_dim: int = 128
+    decoder_groups: int = 2  # 2: a and b from independent halves of the decoder, as in the report
+
+    def __post_init__(self):
+        for key in ("width", "global_hidden", "global_dim"):
+            check_positive(f"model.{key}", getattr(self, key))
+        if self.decoder_groups not in (1, 2):
+            raise ConfigError(f"model.decoder_groups must be 1 or 2 (the decoder ends in 2 channels), "
+                              f"got {self.decoder_groups}")
+
+
+@MODELS.register("fusion", FusionSettings)
+class FusionColorizer(Colorizer):
     """With ``width`` w: encoder 1->w->2w->4w (three stride-2 4x4 convs, then a 3x3), mid-level
     4w, global features -> ``global_hidden`` -> ``global_dim``, fusion 1x1 conv, and a decoder
-    of three grouped stride-2 transposed convs back to full resolution."""
+    of three stride-2 transposed convs back to full resolution, in ``decoder_groups`` groups
+    (the report's 2 predict a and b from independent halves)."""
 
     resolution_multiple = 8  # three stride-2 stages down, then three up
 
-    def __init__(self, num_classes: int = 10, resolution: int = 32, width: int = 32,
-                 global_hidden: int = 512, global_dim: int = 128):
+    def __init__(self, settings: Optional[FusionSettings] = None, num_classes: int = 10, resolution: int = 32):
         super().__init__()
         multiple = self.resolution_multiple
         if resolution % multiple:
             raise ValueError(f"resolution must be a multiple of {multiple}, got {resolution}")
+        settings = settings or FusionSettings()
+        width, global_hidden, global_dim = settings.width, settings.global_hidden, settings.global_dim
+        decoder_groups = settings.decoder_groups
         deep, grid = 4 * width, resolution // 8
         self.encoder = nn.Sequential(
             conv_bn_relu(1, width, 4, 2, 1),
@@ -63,16 +86,15 @@ class FusionColorizer(nn.Module):
         self.classifier = nn.Linear(global_dim, num_classes)
         self.fusion = conv_bn_relu(deep + global_dim, deep, 1)
         self.decoder = nn.Sequential(
-            up_bn_relu(deep, 2 * width),
-            up_bn_relu(2 * width, width),
-            nn.ConvTranspose2d(width, 2, 4, 2, 1, groups=2),
+            up_bn_relu(deep, 2 * width, decoder_groups),
+            up_bn_relu(2 * width, width, decoder_groups),
+            nn.ConvTranspose2d(width, 2, 4, 2, 1, groups=decoder_groups),
         )
 
-    def forward(self, l: torch.Tensor):
-        """L (N, 1, R, R) in [0, 100] -> (ab (N, 2, R, R) in ab units, class logits (N, classes))."""
+    def forward(self, l: torch.Tensor) -> Prediction:
         features = self.encoder(normalize_l(l))
         mid = self.mid(features)
         summary = self.global_features(features)
         tiled = summary[:, :, None, None].expand(-1, -1, *mid.shape[-2:])
         fused = self.fusion(torch.cat((mid, tiled), dim=1))
-        return ab_from_network(self.decoder(fused)), self.classifier(summary)
+        return Prediction(ab_from_network(self.decoder(fused)), self.classifier(summary))

@@ -1,0 +1,109 @@
+"""Trained models on disk, loadable without any training code: a folder with ``config.json``
+(the registered name and settings that rebuild the network, class names, resolution, the
+colour scaling it was trained with), ``model.safetensors`` and, for exported models, a model
+card ``README.md``. The layout of Hugging Face Hub models, so ``huggingface_hub.upload_folder``
+can publish one as it is."""
+import importlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import List, NamedTuple, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from colorize.color import AB_SCALE, L_CENTER, L_HALF_RANGE
+from colorize.errors import ColorizeError
+from colorize.io import replace_directory, staging_directory
+from colorize.models.base import Colorizer
+from colorize.registry import MODELS
+from colorize.run_dir import BEST, METRICS, check_run_dir
+
+CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
+_LEGACY_CONFIG = "model.json"  # best/ of runs trained before config.json
+COLOUR_SCALING = {"l_center": L_CENTER, "l_half_range": L_HALF_RANGE, "ab_scale": AB_SCALE}
+
+
+class SavedModelError(ColorizeError):
+    """A saved-model folder is missing, incomplete or unreadable."""
+
+
+class LoadedModel(NamedTuple):
+    model: Colorizer  # in eval mode
+    name: str
+    classes: List[str]
+    resolution: int
+
+
+def save_model(model: Colorizer, folder: Path, name: str, settings, classes: List[str], resolution: int,
+               card: Optional[str] = None) -> None:
+    """Write ``model`` to ``folder`` (built beside it, then renamed into place)."""
+    folder = Path(folder)
+    staging = staging_directory(folder)
+    state = {key: tensor.detach().contiguous() for key, tensor in model.state_dict().items()}
+    save_file(state, str(staging / WEIGHTS))
+    config = {"name": name, "module": type(model).__module__, "settings": asdict(settings),
+              "classes": list(classes), "resolution": resolution, "colour_scaling": COLOUR_SCALING}
+    (staging / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    if card is not None:
+        (staging / CARD).write_text(card)
+    replace_directory(staging, folder)
+
+
+def _read_config(folder: Path) -> dict:
+    if (folder / CONFIG).is_file():
+        return json.loads((folder / CONFIG).read_text())
+    legacy = json.loads((folder / _LEGACY_CONFIG).read_text())
+    kwargs = dict(legacy["kwargs"])
+    return {"name": legacy["name"], "module": None, "classes": legacy["classes"],
+            "resolution": kwargs.pop("resolution"), "settings": {k: v for k, v in kwargs.items() if k != "num_classes"},
+            "colour_scaling": COLOUR_SCALING}
+
+
+def load_model(folder, device="cpu") -> LoadedModel:
+    """The model saved in ``folder``, on ``device``, in eval mode."""
+    folder = Path(folder)
+    if not (folder / WEIGHTS).is_file() or not any((folder / c).is_file() for c in (CONFIG, _LEGACY_CONFIG)):
+        raise SavedModelError(f"{folder} is not a saved model (it needs {CONFIG} and {WEIGHTS}); a run "
+                              f"keeps its best model in RUN_DIR/best, and colorize export writes one")
+    try:
+        config = _read_config(folder)
+        if config["colour_scaling"] != COLOUR_SCALING:
+            raise SavedModelError(f"{folder} was trained with colour scaling {config['colour_scaling']}, "
+                                  f"this version uses {COLOUR_SCALING}")
+        if config["name"] not in MODELS.names() and config["module"]:
+            importlib.import_module(config["module"])  # a model from outside colorize registers on import
+        entry = MODELS.entry(config["name"])
+        model = entry.factory(entry.settings(**config["settings"]), num_classes=len(config["classes"]),
+                              resolution=config["resolution"])
+        model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError) as error:
+        raise SavedModelError(f"cannot load the model in {folder}: {error}") from None
+    return LoadedModel(model.to(torch.device(device)).eval(), config["name"], config["classes"], config["resolution"])
+
+
+def model_card(loaded: LoadedModel, metrics: dict) -> str:
+    """A model card (README.md) naming the network, its data and its test metrics."""
+    test = metrics.get("test", {})
+    rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in test.items() if isinstance(value, float))
+    return (f"---\nlibrary_name: colorize\ntags: [image-colorization]\n---\n\n"
+            f"# colorize model: {loaded.name}\n\n"
+            f"Predicts the a and b channels (CIELAB) of {loaded.resolution}x{loaded.resolution} images from their "
+            f"L channel, and their class among: {', '.join(loaded.classes)}.\n\n"
+            f"Run `{metrics.get('run', '?')}`: best epoch {metrics.get('best_epoch', '?')} of "
+            f"{metrics.get('epochs_run', '?')}, on {metrics.get('device', '?')} ({metrics.get('cpu', '?')}).\n\n"
+            f"| test metric | value |\n|---|---|\n{rows}\n\n"
+            "Load it with `colorize.load_model(FOLDER)` or `FusionColorizer.from_pretrained(FOLDER)`, or "
+            "colourize photos with `colorize colorize --checkpoint FOLDER PHOTOS --out OUT`.\n")
+
+
+def export_run(run_dir, out) -> Path:
+    """Write ``run_dir``'s best model to ``out`` as a saved model with a model card."""
+    run_dir = check_run_dir(run_dir)
+    loaded = load_model(run_dir / BEST)
+    metrics = json.loads((run_dir / METRICS).read_text()) if (run_dir / METRICS).is_file() else {}
+    config = _read_config(run_dir / BEST)
+    entry = MODELS.entry(loaded.name)
+    save_model(loaded.model, Path(out), loaded.name, entry.settings(**config["settings"]), loaded.classes,
+               loaded.resolution, card=model_card(loaded, metrics))
+    return Path(out)

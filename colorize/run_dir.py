@@ -1,0 +1,32 @@
+"""The files of a run directory, named in one place::
+
+    RUN_DIR/config.yaml    the resolved settings
+    RUN_DIR/metrics.json   per-epoch history, test metrics, machine and speed
+    RUN_DIR/last/          the full training state, to resume from
+    RUN_DIR/best/          the best model, a saved model (colorize.models.saved)
+    RUN_DIR/grids/         the colour grid of every epoch
+"""
+from pathlib import Path
+
+from colorize.errors import ColorizeError
+
+CONFIG, METRICS, LAST, BEST, GRIDS = "config.yaml", "metrics.json", "last", "best", "grids"
+
+
+class NotARunDirectory(ColorizeError):
+    """A path given as a run directory is not one."""
+
+
+def check_run_dir(path) -> Path:
+    """``path`` as a Path, if it holds a run's ``config.yaml``."""
+    path = Path(path)
+    if not (path / CONFIG).is_file():
+        raise NotARunDirectory(f"{path} is not a run directory (it has no {CONFIG}); runs are made by "
+                               f"colorize train, in runs/<run.name> unless run.dir says otherwise")
+    return path
+
+
+def model_folder(path) -> Path:
+    """The saved model a path names: a run directory's ``best/``, or the path itself."""
+    path = Path(path)
+    return path / BEST if (path / CONFIG).is_file() or (path / BEST).is_dir() else path
