@@ -64,6 +64,13 @@ def _export(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from colorize.report import report_table
+
+    print(report_table([Path(d) for d in args.run_dirs]))
+    return 0
+
+
 def _list(args) -> int:
     from colorize.components import describe_components
 
@@ -139,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", metavar="RUN_DIR")
     export.add_argument("out", metavar="OUT", help="the folder to write (config.json, model.safetensors, README.md)")
     export.set_defaults(run=_export)
+
+    report = commands.add_parser("report", help="run directories as a Markdown results table")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="runs of one recipe that differ only in train.seed become one row")
+    report.set_defaults(run=_report)
 
     listing = commands.add_parser("list", help="the registered models, losses, optimizers and schedules")
     listing.add_argument("--resolution", type=int, default=32, help="for the models' GFLOP per image")

@@ -35,5 +35,5 @@ def describe_components(resolution: int = 32, config_path: Optional[str] = None,
             figures = ""
             if registry is REGISTRIES["model"]:
                 figures = _model_figures(name, resolution, num_classes)
-            lines.append(f"  {name:<12} {_settings(entry.settings)}{figures}")
+            lines.append(f"  {name:<16} {_settings(entry.settings)}{figures}")
     return "\n".join(lines)

@@ -1,7 +1,10 @@
 """Every setting of a run, as dataclasses; loaded from YAML plus dotted command-line overrides.
 
 ``load_config("configs/reference.yaml", ["optim.lr=3e-4"])`` returns a :class:`Config`.
-Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the key.
+The sections ``model``, ``loss``, ``optim`` and ``schedule`` name a registered component and
+hold that component's own settings (:mod:`colorize.registry`); ``imports`` lists modules that
+register components of your own. Unknown keys, wrong types and out-of-range values raise
+:class:`ConfigError` naming the key.
 Values keep what was typed: YAML 1.1 would read ``no``, ``on`` or ``01`` as a boolean or a
 number, but here a value becomes a boolean or a number only where the setting is one.
 """
@@ -300,6 +303,17 @@ def to_dict(config: Config) -> dict:
         tree[section] = {"name": component.name, **asdict(component.settings)}
     tree["imports"] = list(config.imports)
     return tree
+
+
+def flat_settings(config: Config) -> dict:
+    """Every setting by its dotted key: ``{"train.epochs": 30, ...}``."""
+    def flatten(tree: dict, prefix: str) -> dict:
+        flat = {}
+        for key, value in tree.items():
+            flat.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+        return flat
+
+    return flatten(to_dict(config), "")
 
 
 def save_config(config: Config, path: Path) -> None:

@@ -1,16 +1,19 @@
 """Colourizing people's own photos: any size and mode, L kept, bad files reported."""
+import json
+
 import numpy as np
 import pytest
 import skimage.data
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 from skimage.color import rgb2lab
 
 from colorize.color import lab_to_rgb_keeping_l
 from colorize.inference import colorize_files, expand_inputs
 from colorize.models import create_model
 from colorize.models.fusion import FusionSettings
-from colorize.models.saved import save_model
+from colorize.models.saved import load_model, save_model
 from conftest import run_cli
 
 PHOTOS = {"astronaut": skimage.data.astronaut(), "coffee": skimage.data.coffee(),
@@ -111,3 +114,31 @@ def test_out_of_gamut_colours_keep_their_l():
     back = rgb2lab(rgb[0].permute(1, 2, 0).numpy().astype(np.float64))
     np.testing.assert_allclose(back[..., 0, 0], [5.0, 95.0, 50.0], atol=0.3)
     np.testing.assert_allclose(back[2, 0, 1:], [10.0, 10.0], atol=0.05)  # in gamut: unchanged
+
+
+def test_a_best_model_saved_before_config_json_still_loads(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("fusion", FusionSettings(width=8), num_classes=3, resolution=32)
+    folder = tmp_path / "best"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    (folder / "model.json").write_text(json.dumps({
+        "name": "fusion", "classes": ["a", "b", "c"],
+        "kwargs": {"num_classes": 3, "resolution": 32, "width": 8, "global_hidden": 512, "global_dim": 128}}))
+    loaded = load_model(folder)
+    assert loaded.classes == ["a", "b", "c"] and loaded.resolution == 32 and not loaded.model.training
+    l = torch.rand(2, 1, 32, 32) * 100
+    assert torch.equal(loaded.model(l).ab, model.eval()(l).ab)
+
+
+def test_a_damaged_saved_model_is_named(tmp_path, photos):
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    save_model(create_model("fusion"), folder, "fusion", FusionSettings(), ["a"] * 10, resolution=32)
+    (folder / "model.safetensors").write_bytes(b"nonsense")  # damaged weights
+    result = run_cli("colorize", "--checkpoint", folder, photos, "--out", tmp_path / "o", check=False)
+    assert result.returncode == 1 and f"cannot load the model in {folder}" in result.stderr
+    assert "Traceback" not in result.stderr
+    (folder / "config.json").write_text("{not json")  # a damaged config
+    assert f"cannot load the model in {folder}" in run_cli("colorize", "--checkpoint", folder, photos,
+                                                           "--out", tmp_path / "o", check=False).stderr

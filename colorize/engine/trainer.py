@@ -20,7 +20,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm import tqdm
 
-from colorize.config import Config, ConfigError, load_config, save_config, to_dict
+from colorize.config import Config, ConfigError, flat_settings, load_config, save_config
 from colorize.data.loaders import SplitLoader, build_loaders, per_process_batch_size
 from colorize.data.manifest import read_manifest
 from colorize.engine import checkpoint
@@ -227,16 +227,9 @@ _FIXED_ON_RESUME = ("model.", "loss.name", "optim.name", "schedule.name", "data.
                     "data.batch_size", "data.batch_size_scope", "data.hflip")
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
-    return flat
-
-
 def _check_resume_keeps(previous: Config, config: Config) -> None:
     """Refuse, by name, a resume that changes what the run learns from."""
-    old, new = _flat(to_dict(previous)), _flat(to_dict(config))
+    old, new = flat_settings(previous), flat_settings(config)
     for key in old:
         if key.startswith(_FIXED_ON_RESUME) and old[key] != new.get(key):
             raise ConfigError(f"{key} cannot change when resuming a run ({old[key]!r} -> {new.get(key)!r}); "

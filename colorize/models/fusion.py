@@ -91,10 +91,13 @@ class FusionColorizer(Colorizer):
             nn.ConvTranspose2d(width, 2, 4, 2, 1, groups=decoder_groups),
         )
 
-    def forward(self, l: torch.Tensor) -> Prediction:
-        features = self.encoder(normalize_l(l))
+    def fuse(self, features: torch.Tensor):
+        """The encoder's output -> (mid-level features fused with the global summary, the summary)."""
         mid = self.mid(features)
         summary = self.global_features(features)
         tiled = summary[:, :, None, None].expand(-1, -1, *mid.shape[-2:])
-        fused = self.fusion(torch.cat((mid, tiled), dim=1))
+        return self.fusion(torch.cat((mid, tiled), dim=1)), summary
+
+    def forward(self, l: torch.Tensor) -> Prediction:
+        fused, summary = self.fuse(self.encoder(normalize_l(l)))
         return Prediction(ab_from_network(self.decoder(fused)), self.classifier(summary))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import List, NamedTuple, Optional
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from colorize.color import AB_SCALE, L_CENTER, L_HALF_RANGE
@@ -77,7 +78,7 @@ def load_model(folder, device="cpu") -> LoadedModel:
         model = entry.factory(entry.settings(**config["settings"]), num_classes=len(config["classes"]),
                               resolution=config["resolution"])
         model.load_state_dict(load_file(str(folder / WEIGHTS)))
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError) as error:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError, SafetensorError) as error:
         raise SavedModelError(f"cannot load the model in {folder}: {error}") from None
     return LoadedModel(model.to(torch.device(device)).eval(), config["name"], config["classes"], config["resolution"])
 

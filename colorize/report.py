@@ -1,0 +1,79 @@
+"""``colorize report RUN_DIR...``: run directories as a Markdown results table. Runs whose
+settings differ only in ``train.seed`` (and where they were written) are one row: the mean of
+each figure, +- its standard deviation over the seeds."""
+import json
+import os
+import re
+import statistics
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+from colorize.config import flat_settings, load_config
+from colorize.errors import ColorizeError
+from colorize.models.base import gflop_per_image, parameter_count
+from colorize.models.saved import load_model
+from colorize.run_dir import BEST, CONFIG, METRICS, check_run_dir
+
+# Settings that do not change what a run learns: runs that differ only in these are seeds of one recipe.
+_NOT_THE_RECIPE = ("run.", "train.seed", "data.dir", "tracking.", "train.threads", "train.log_every")
+
+# (column, how to read it from metrics.json, format)
+_FIGURES = (
+    ("epochs", lambda m: m["epochs_run"], "{:.0f}"),
+    ("wall time (min)", lambda m: m["wall_time_s"] / 60, "{:.1f}"),
+    ("train images/s", lambda m: m["train_images_per_s"], "{:,.0f}"),
+    ("test ab L1", lambda m: m["test"]["ab_l1"], "{:.3f}"),
+    ("PSNR (dB)", lambda m: m["test"]["psnr"], "{:.2f}"),
+    ("colourfulness ratio", lambda m: m["test"]["colorfulness_ratio"], "{:.3f}"),
+    ("accuracy", lambda m: m["test"]["accuracy"], "{:.3f}"),
+)
+
+
+def _recipe_key(settings: dict) -> str:
+    return json.dumps({k: v for k, v in settings.items() if not k.startswith(_NOT_THE_RECIPE)}, sort_keys=True)
+
+
+def _recipe_name(names: List[str]) -> str:
+    """The run names' common beginning, without a trailing separator ("ref-s0", "ref-s1" -> "ref")."""
+    if len(names) == 1:
+        return names[0]
+    return re.sub(r"[-_.]+(seed|s)?$", "", os.path.commonprefix(names)) or names[0]
+
+
+def _spread(values: List[float], fmt: str) -> str:
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.mean(values))} +- {fmt.format(statistics.stdev(values))}"
+
+
+def _network(run_dir: Path, settings: dict) -> Dict[str, str]:
+    loaded = load_model(run_dir / BEST)
+    name = settings["model.name"] + "".join(f", {k[6:]}={v}" for k, v in settings.items()
+                                            if k.startswith("model.") and k != "model.name")
+    return {"network": name, "parameters": f"{parameter_count(loaded.model):,}",
+            "GFLOP/image": f"{gflop_per_image(loaded.model, loaded.resolution):.3f}"}
+
+
+def report_table(run_dirs: Sequence[Path]) -> str:
+    """The Markdown table of ``run_dirs``, one row per recipe, in the order first seen."""
+    groups: Dict[str, List[tuple]] = {}
+    for run_dir in map(check_run_dir, run_dirs):
+        if not (run_dir / METRICS).is_file() or "test" not in json.loads((run_dir / METRICS).read_text()):
+            raise ColorizeError(f"{run_dir} has no test metrics yet (its {METRICS} is written "
+                                    f"when training ends); finish it with colorize train --resume {run_dir}")
+        settings = flat_settings(load_config(str(run_dir / CONFIG)))
+        metrics = json.loads((run_dir / METRICS).read_text())
+        groups.setdefault(_recipe_key(settings), []).append((run_dir, settings, metrics))
+    columns = ["recipe", "network", "parameters", "GFLOP/image", *(c for c, _, _ in _FIGURES), "seeds", "machine"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for runs in groups.values():
+        first_dir, settings, _ = runs[0]
+        row = {"recipe": _recipe_name([s["run.name"] for _, s, _ in runs]), **_network(first_dir, settings)}
+        for column, read, fmt in _FIGURES:
+            row[column] = _spread([read(m) for _, _, m in runs], fmt)
+        row["seeds"] = ", ".join(str(s["train.seed"]) for _, s, _ in runs)
+        machines = sorted({f"{m['device']} ({m['cpu']}), {m['world_size']} process"
+                           f"{'es' if m['world_size'] > 1 else ''}" for _, _, m in runs})
+        row["machine"] = "; ".join(machines)
+        lines.append("| " + " | ".join(row[c] for c in columns) + " |")
+    return "\n".join(lines)

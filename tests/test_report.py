@@ -1,0 +1,40 @@
+"""colorize report: runs as a Markdown table, seeds of one recipe in one row."""
+import json
+import statistics
+
+import pytest
+
+from conftest import REPO, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_run(data_dir, run_dir, *overrides):
+    run_cli("train", "--config", REPO / "configs" / "smoke.yaml", f"data.dir={data_dir}", f"run.dir={run_dir}",
+            "data.train_limit=256", "data.eval_limit=128", "train.epochs=1", "model.width=8", *overrides)
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_seeds_of_a_recipe_are_one_row_with_mean_and_spread(cifar_dir, tmp_path):
+    seeds = [tiny_run(cifar_dir, tmp_path / f"tiny-s{seed}", f"run.name=tiny-s{seed}", f"train.seed={seed}")
+             for seed in (0, 1)]
+    other = tiny_run(cifar_dir, tmp_path / "wider", "run.name=wider", "model.width=16")
+    table = run_cli("report", tmp_path / "tiny-s0", tmp_path / "tiny-s1", tmp_path / "wider").stdout.splitlines()
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    assert header[:4] == ["recipe", "network", "parameters", "GFLOP/image"] and "test ab L1" in header
+    assert len(table) == 4  # header, rule, two recipes
+    tiny = dict(zip(header, (cell.strip() for cell in table[2].strip("|").split("|"))))
+    l1 = [m["test"]["ab_l1"] for m in seeds]
+    assert tiny["recipe"] == "tiny" and tiny["seeds"] == "0, 1" and tiny["network"].startswith("fusion, width=8")
+    assert tiny["test ab L1"] == f"{statistics.mean(l1):.3f} +- {statistics.stdev(l1):.3f}"
+    wider = dict(zip(header, (cell.strip() for cell in table[3].strip("|").split("|"))))
+    assert wider["recipe"] == "wider" and wider["test ab L1"] == f"{other['test']['ab_l1']:.3f}"
+    assert int(wider["parameters"].replace(",", "")) > int(tiny["parameters"].replace(",", ""))
+
+
+def test_a_run_without_test_metrics_is_named(tmp_path):
+    run = tmp_path / "unfinished"
+    run.mkdir()
+    (run / "config.yaml").write_text("run:\n  name: unfinished\n")
+    result = run_cli("report", run, check=False)
+    assert result.returncode == 1 and "has no test metrics yet" in result.stderr and "Traceback" not in result.stderr
