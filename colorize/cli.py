@@ -71,6 +71,13 @@ def _report(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    from colorize.compare import compare_runs
+
+    print(f"wrote {compare_runs([Path(d) for d in args.run_dirs], Path(args.out), args.per_class, args.data)}")
+    return 0
+
+
 def _list(args) -> int:
     from colorize.components import describe_components
 
@@ -151,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                         help="runs of one recipe that differ only in train.seed become one row")
     report.set_defaults(run=_report)
+
+    compare = commands.add_parser("compare", help="the same validation images colourized by several runs, "
+                                                  "in one picture")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument("--out", required=True, help="the PNG to write")
+    compare.add_argument("--per-class", type=int, default=1, help="validation images per class")
+    compare.add_argument("--data", help="a prepared directory (default: the first run's data.dir)")
+    compare.set_defaults(run=_compare)
 
     listing = commands.add_parser("list", help="the registered models, losses, optimizers and schedules")
     listing.add_argument("--resolution", type=int, default=32, help="for the models' GFLOP per image")

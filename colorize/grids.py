@@ -4,7 +4,7 @@ and per-image error), and the rows of the table of the test images colourized wo
 each drawn as a triptych."""
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -74,31 +74,36 @@ def predict(model: nn.Module, l: torch.Tensor, autocast) -> tuple:
     return prediction.ab.float(), predicted
 
 
-def grid_size(count: int, resolution: int, columns: int = COLUMNS) -> tuple:
-    """(width, height) in pixels of the grid of ``count`` samples."""
+def _label_width(names: Sequence[str]) -> int:
+    return max(LABEL_WIDTH, 6 * max(len(name) for name in names) + 4)
+
+
+def grid_size(count: int, resolution: int, columns: int = COLUMNS, rows: Sequence[str] = ROWS) -> tuple:
+    """(width, height) in pixels of the grid of ``count`` samples with ``rows`` per sample."""
     tile = resolution * SCALE + PAD
     sets = -(-count // columns)
-    return LABEL_WIDTH + min(count, columns) * tile, sets * (len(ROWS) * tile + CAPTION_HEIGHT)
+    return _label_width(rows) + min(count, columns) * tile, sets * (len(rows) * tile + CAPTION_HEIGHT)
 
 
-def render_grid(l: torch.Tensor, ab_pred: torch.Tensor, ab_true: torch.Tensor, captions: Sequence[str],
+def render_grid(l: torch.Tensor, rows: Dict[str, torch.Tensor], captions: Sequence[str],
                 columns: int = COLUMNS) -> Image.Image:
-    """Sets of ``columns`` samples; each set is three rows of tiles and a caption strip."""
-    rows = [to_uint8(l, torch.zeros_like(ab_true)), to_uint8(l, ab_pred), to_uint8(l, ab_true)]
-    resolution = l.shape[-1]
+    """Sets of ``columns`` samples; each set is one row of tiles per entry of ``rows`` (a name
+    and the ab to join with ``l``) and a caption strip."""
+    pictures = [to_uint8(l, ab) for ab in rows.values()]
+    resolution, label_width = l.shape[-1], _label_width(list(rows))
     tile = resolution * SCALE + PAD
-    canvas = Image.new("RGB", grid_size(len(l), resolution, columns), "white")
+    canvas = Image.new("RGB", grid_size(len(l), resolution, columns, list(rows)), "white")
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
-    set_height = len(ROWS) * tile + CAPTION_HEIGHT
+    set_height = len(rows) * tile + CAPTION_HEIGHT
     for i in range(len(l)):
-        top, left = (i // columns) * set_height, LABEL_WIDTH + (i % columns) * tile
-        for r, tiles in enumerate(rows):
+        top, left = (i // columns) * set_height, label_width + (i % columns) * tile
+        for r, tiles in enumerate(pictures):
             picture = Image.fromarray(tiles[i]).resize((tile - PAD,) * 2, Image.Resampling.NEAREST)
             canvas.paste(picture, (left, top + r * tile))
-        draw.text((left, top + len(ROWS) * tile), captions[i], fill="black", font=font, spacing=1)
+        draw.text((left, top + len(rows) * tile), captions[i], fill="black", font=font, spacing=1)
     for s in range(-(-len(l) // columns)):
-        for r, name in enumerate(ROWS):
+        for r, name in enumerate(rows):
             draw.text((2, s * set_height + r * tile + tile // 2 - 6), name, fill="black", font=font)
     return canvas
 
@@ -107,7 +112,14 @@ def epoch_grid(model: nn.Module, samples: Samples, classes: List[str], autocast)
     ab, _ = predict(model, samples.l, autocast)
     errors = image_errors(ab, samples.ab).tolist()
     captions = [f"{classes[label]}\n{error:.1f}" for label, error in zip(samples.label.tolist(), errors)]
-    return render_grid(samples.l, ab, samples.ab, captions)
+    return render_grid(samples.l, dict(zip(ROWS, (torch.zeros_like(ab), ab, samples.ab))), captions)
+
+
+def comparison_grid(models: Dict[str, nn.Module], samples: Samples, classes: List[str], autocast) -> Image.Image:
+    """The same samples as grey input, each named model's prediction, and the truth."""
+    predictions = {name: predict(model, samples.l, autocast)[0] for name, model in models.items()}
+    rows = {"grey": torch.zeros_like(samples.ab), **predictions, "true": samples.ab}
+    return render_grid(samples.l, rows, [classes[label] for label in samples.label.tolist()])
 
 
 def save_png(image: Image.Image, path: Path) -> None:

@@ -3,6 +3,9 @@ import json
 import statistics
 
 import pytest
+from PIL import Image
+
+from colorize import grids
 
 from conftest import REPO, run_cli
 
@@ -38,3 +41,13 @@ def test_a_run_without_test_metrics_is_named(tmp_path):
     (run / "config.yaml").write_text("run:\n  name: unfinished\n")
     result = run_cli("report", run, check=False)
     assert result.returncode == 1 and "has no test metrics yet" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_compare_draws_every_run_on_the_same_validation_images(cifar_dir, tmp_path):
+    for name in ("first", "second"):
+        tiny_run(cifar_dir, tmp_path / name, f"run.name={name}")
+    out = tmp_path / "compare.png"
+    run_cli("compare", tmp_path / "first", tmp_path / "second", "--out", out, "--per-class", "2")
+    image = Image.open(out)
+    rows = ["grey", "first", "second", "true"]
+    assert image.size == grids.grid_size(20, 32, rows=rows)

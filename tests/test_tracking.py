@@ -37,7 +37,8 @@ def test_grid_layout(tmp_path):
     torch.manual_seed(0)
     l = torch.rand(12, 1, 32, 32) * 100
     ab_true, ab_pred = torch.randn(12, 2, 32, 32) * 20, torch.randn(12, 2, 32, 32) * 20
-    image = grids.render_grid(l, ab_pred, ab_true, [f"c{i}\n1.0" for i in range(12)])
+    rows = {"grey": torch.zeros_like(ab_true), "pred": ab_pred, "true": ab_true}
+    image = grids.render_grid(l, rows, [f"c{i}\n1.0" for i in range(12)])
     expected = (grids.LABEL_WIDTH + 10 * 66, 2 * (3 * 66 + grids.CAPTION_HEIGHT))
     assert image.size == grids.grid_size(12, 32) == expected
     pixels = np.asarray(image)
