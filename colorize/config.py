@@ -257,7 +257,8 @@ def _stages(path: Optional[str], overrides: Sequence[str]) -> List[Tuple[dict, s
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
     """Defaults, then the YAML file at ``path``, then ``key=value`` overrides."""
     fixed = OmegaConf.structured(_FixedSections)
-    components: Dict[str, dict] = {section: {} for section in COMPONENTS}
+    components: Dict[str, dict] = {section: {} for section in COMPONENTS}  # the values given so far
+    built: Dict[str, Component] = {}
     imports: List[str] = []
     for values, origin in _stages(path, overrides):
         values = dict(values)
@@ -273,7 +274,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
                 shared = {f.name for f in fields(_registries()[section].entry(name).settings)}
                 earlier = {key: value for key, value in earlier.items() if key in shared}
             components[section] = {**earlier, **section_values}
-            _component(section, components[section], origin)
+            built[section] = _component(section, components[section], origin)
         try:
             fixed = OmegaConf.merge(fixed, values)
         except OmegaConfBaseException as error:
@@ -282,8 +283,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
         sections = OmegaConf.to_object(fixed)
     except OmegaConfBaseException as error:
         raise _explain(error, "the settings") from None
-    config = Config(**{f.name: getattr(sections, f.name) for f in fields(_FixedSections)}, imports=imports,
-                    **{section: _component(section, values, "the settings") for section, values in components.items()})
+    config = Config(**{f.name: getattr(sections, f.name) for f in fields(_FixedSections)}, imports=imports, **built)
     _check_consistent(config)
     return config
 

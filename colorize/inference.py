@@ -102,7 +102,8 @@ def colorize_files(model_path: Path, inputs: Iterable[str], out_dir: Path, batch
     if not targets and not report.failed:
         raise ColorizeError("no input images given")
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, _, _, resolution = load_model(model_folder(model_path), device)
+    loaded = load_model(model_folder(model_path), device)
+    model, resolution = loaded.model, loaded.resolution
     pending = list(targets)
     with tqdm(total=len(pending), desc="colourizing", unit=" images") as progress:
         for start in range(0, len(pending), batch_size):

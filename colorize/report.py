@@ -58,11 +58,11 @@ def report_table(run_dirs: Sequence[Path]) -> str:
     """The Markdown table of ``run_dirs``, one row per recipe, in the order first seen."""
     groups: Dict[str, List[tuple]] = {}
     for run_dir in map(check_run_dir, run_dirs):
-        if not (run_dir / METRICS).is_file() or "test" not in json.loads((run_dir / METRICS).read_text()):
+        metrics = json.loads((run_dir / METRICS).read_text()) if (run_dir / METRICS).is_file() else {}
+        if "test" not in metrics:
             raise ColorizeError(f"{run_dir} has no test metrics yet (its {METRICS} is written "
-                                    f"when training ends); finish it with colorize train --resume {run_dir}")
+                                f"when training ends); finish it with colorize train --resume {run_dir}")
         settings = flat_settings(load_config(str(run_dir / CONFIG)))
-        metrics = json.loads((run_dir / METRICS).read_text())
         groups.setdefault(_recipe_key(settings), []).append((run_dir, settings, metrics))
     columns = ["recipe", "network", "parameters", "GFLOP/image", *(c for c, _, _ in _FIGURES), "seeds", "machine"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

@@ -37,13 +37,13 @@ def evaluate_run(run_dir: Path, data_dir: Optional[str] = None, split: str = "te
         config.data.dir = str(data_dir)
     config.data.train_limit = config.data.eval_limit = None  # the whole split
     accelerator, _ = create_accelerator(config.train)
-    model, _, trained_on, _ = load_model(Path(run_dir) / BEST, accelerator.device)
+    loaded = load_model(Path(run_dir) / BEST, accelerator.device)
     classes = read_manifest(Path(config.data.dir))["classes"]
-    if classes != trained_on:
-        raise ConfigError(f"{config.data.dir} has classes {classes}, but {run_dir} was trained on {trained_on}")
+    if classes != loaded.classes:
+        raise ConfigError(f"{config.data.dir} has classes {classes}, but {run_dir} was trained on {loaded.classes}")
     loader = build_loaders(config.data, rank=accelerator.process_index, world=accelerator.num_processes,
                            device=accelerator.device, splits=(split,), train_split_for_training=False)[split]
-    metrics = {**evaluate(model, loader, accelerator), "split": split, "processes": accelerator.num_processes}
+    metrics = {**evaluate(loaded.model, loader, accelerator), "split": split, "processes": accelerator.num_processes}
     accelerator.wait_for_everyone()
     accelerator.end_training()  # leave the process group cleanly
     return metrics

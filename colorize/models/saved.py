@@ -7,7 +7,7 @@ import importlib
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import List, NamedTuple, Optional
+from typing import Any, List, NamedTuple, Optional
 
 import torch
 from safetensors import SafetensorError
@@ -17,6 +17,7 @@ from colorize.color import AB_SCALE, L_CENTER, L_HALF_RANGE
 from colorize.errors import ColorizeError
 from colorize.io import replace_directory, staging_directory
 from colorize.models.base import Colorizer
+from colorize.models.registry import create_model
 from colorize.registry import MODELS
 from colorize.run_dir import BEST, METRICS, check_run_dir
 
@@ -32,6 +33,7 @@ class SavedModelError(ColorizeError):
 class LoadedModel(NamedTuple):
     model: Colorizer  # in eval mode
     name: str
+    settings: Any  # the registered settings dataclass of ``name``
     classes: List[str]
     resolution: int
 
@@ -74,13 +76,13 @@ def load_model(folder, device="cpu") -> LoadedModel:
                                   f"this version uses {COLOUR_SCALING}")
         if config["name"] not in MODELS.names() and config["module"]:
             importlib.import_module(config["module"])  # a model from outside colorize registers on import
-        entry = MODELS.entry(config["name"])
-        model = entry.factory(entry.settings(**config["settings"]), num_classes=len(config["classes"]),
-                              resolution=config["resolution"])
+        settings = MODELS.entry(config["name"]).settings(**config["settings"])
+        model = create_model(config["name"], settings, len(config["classes"]), config["resolution"])
         model.load_state_dict(load_file(str(folder / WEIGHTS)))
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError, SafetensorError) as error:
         raise SavedModelError(f"cannot load the model in {folder}: {error}") from None
-    return LoadedModel(model.to(torch.device(device)).eval(), config["name"], config["classes"], config["resolution"])
+    return LoadedModel(model.to(torch.device(device)).eval(), config["name"], settings, config["classes"],
+                       config["resolution"])
 
 
 def model_card(loaded: LoadedModel, metrics: dict) -> str:
@@ -103,8 +105,6 @@ def export_run(run_dir, out) -> Path:
     run_dir = check_run_dir(run_dir)
     loaded = load_model(run_dir / BEST)
     metrics = json.loads((run_dir / METRICS).read_text()) if (run_dir / METRICS).is_file() else {}
-    config = _read_config(run_dir / BEST)
-    entry = MODELS.entry(loaded.name)
-    save_model(loaded.model, Path(out), loaded.name, entry.settings(**config["settings"]), loaded.classes,
-               loaded.resolution, card=model_card(loaded, metrics))
+    save_model(loaded.model, Path(out), loaded.name, loaded.settings, loaded.classes, loaded.resolution,
+               card=model_card(loaded, metrics))
     return Path(out)
