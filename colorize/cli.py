@@ -35,7 +35,7 @@ def _evaluate(args) -> int:
 
     from colorize.engine.evaluate import evaluate_run
 
-    metrics = evaluate_run(Path(args.checkpoint), args.data, args.split)
+    metrics = evaluate_run(Path(args.checkpoint), args.data, args.split, args.temperature)
     if not PartialState().is_main_process:
         return 0
     if args.json:
@@ -49,7 +49,8 @@ def _evaluate(args) -> int:
 def _colorize(args) -> int:
     from colorize.inference import colorize_files
 
-    report = colorize_files(Path(args.checkpoint), args.inputs, Path(args.out), batch_size=args.batch_size)
+    report = colorize_files(Path(args.checkpoint), args.inputs, Path(args.out), batch_size=args.batch_size,
+                            temperature=args.temperature)
     for line in report.failed:
         print(f"colorize colorize: error: {line}", file=sys.stderr)
     print(f"colourized {len(report.written)} images into {args.out}"
@@ -74,7 +75,8 @@ def _report(args) -> int:
 def _compare(args) -> int:
     from colorize.compare import compare_runs
 
-    print(f"wrote {compare_runs([Path(d) for d in args.run_dirs], Path(args.out), args.per_class, args.data)}")
+    out = compare_runs([Path(d) for d in args.run_dirs], Path(args.out), args.per_class, args.data, args.temperatures)
+    print(f"wrote {out}")
     return 0
 
 
@@ -103,6 +105,10 @@ def _bench_train(args) -> int:
                              overrides=args.set)
     print(json.dumps(result, indent=2) if args.json else format_train_table(result))
     return 0
+
+
+_TEMPERATURE_HELP = ("for a network with a bin head: the annealed-mean temperature (1: the mean colour, "
+                     "towards 0: the most likely one; default: the recipe's model.temperature)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", help="a prepared directory (default: the run's data.dir)")
     evaluate.add_argument("--split", default="test", choices=SPLITS)
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.add_argument("--temperature", type=float, help=_TEMPERATURE_HELP)
     evaluate.set_defaults(run=_evaluate)
 
     colorize = commands.add_parser("colorize", help="colourize your own images with a trained run")
@@ -147,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     colorize.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, directories or globs")
     colorize.add_argument("--out", required=True, help="directory for the colourized PNGs")
     colorize.add_argument("--batch-size", type=int, default=16)
+    colorize.add_argument("--temperature", type=float, help=_TEMPERATURE_HELP)
     colorize.set_defaults(run=_colorize)
 
     export = commands.add_parser("export", help="write a run's best model as a folder that loads anywhere")
@@ -165,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", required=True, help="the PNG to write")
     compare.add_argument("--per-class", type=int, default=1, help="validation images per class")
     compare.add_argument("--data", help="a prepared directory (default: the first run's data.dir)")
+    compare.add_argument("--temperatures", type=float, nargs="+", default=(), metavar="T",
+                         help="a row per temperature for runs whose network has a bin head")
     compare.set_defaults(run=_compare)
 
     listing = commands.add_parser("list", help="the registered models, losses, optimizers and schedules")

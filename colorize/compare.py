@@ -9,13 +9,16 @@ from colorize.config import DataConfig, load_config
 from colorize.data.loaders import build_loaders
 from colorize.data.manifest import read_manifest
 from colorize.errors import ConfigError
+from colorize.models.head import has_bin_head
 from colorize.models.saved import load_model
 from colorize.run_dir import BEST, CONFIG, check_run_dir
 
 
-def compare_runs(run_dirs: Sequence[Path], out: Path, per_class: int = 1, data_dir: Optional[str] = None) -> Path:
+def compare_runs(run_dirs: Sequence[Path], out: Path, per_class: int = 1, data_dir: Optional[str] = None,
+                 temperatures: Sequence[float] = ()) -> Path:
     """Draw the comparison of ``run_dirs`` on the first ``per_class`` validation images of each
-    class of ``data_dir`` (default: the first run's data) into the PNG ``out``."""
+    class of ``data_dir`` (default: the first run's data) into the PNG ``out``; a run whose
+    network has a bin head gets a row per one of ``temperatures`` (default: one, its own)."""
     runs = [check_run_dir(run_dir) for run_dir in run_dirs]
     configs = [load_config(str(run / CONFIG)) for run in runs]
     data_dir = data_dir or configs[0].data.dir
@@ -25,7 +28,11 @@ def compare_runs(run_dirs: Sequence[Path], out: Path, per_class: int = 1, data_d
         loaded = load_model(run / BEST)
         if loaded.classes != classes:
             raise ConfigError(f"{run} was trained on classes {loaded.classes}, but {data_dir} has {classes}")
-        models[config.run.name] = loaded.model
+        if temperatures and has_bin_head(loaded.model):
+            for temperature in temperatures:
+                models[f"{config.run.name} T={temperature:g}"] = load_model(run / BEST, temperature=temperature).model
+        else:
+            models[config.run.name] = loaded.model
     val = build_loaders(DataConfig(dir=str(data_dir), loader="memory"), splits=("val",))["val"]
     samples = grids.pick_per_class(val, len(classes), per_class)
     grids.save_png(grids.comparison_grid(models, samples, classes, contextlib.nullcontext), Path(out))

@@ -40,6 +40,7 @@ class DataConfig:
     batch_size: int = 512
     batch_size_scope: str = "process"  # process: per process | global: split over processes
     hflip: bool = True  # random horizontal flip of training images
+    shift: int = 0  # move training images by up to this many pixels along each axis (mirrored edges)
     num_workers: int = 1  # FFCV decoding threads
     os_cache: bool = True  # FFCV: share the file through the OS page cache
     train_limit: Optional[int] = None  # use only the first N training images
@@ -51,6 +52,8 @@ class DataConfig:
         check_positive("data.num_workers", self.num_workers)
         check_positive("data.train_limit", self.train_limit)
         check_positive("data.eval_limit", self.eval_limit)
+        if self.shift < 0:
+            raise ConfigError(f"data.shift must be 0 (off) or a number of pixels, got {self.shift}")
 
 
 @dataclass

@@ -93,16 +93,17 @@ def _output_paths(files: List[Path], out_dir: Path, report: Report) -> Dict[Path
 
 
 def colorize_files(model_path: Path, inputs: Iterable[str], out_dir: Path, batch_size: int = 16,
-                   device: Optional[torch.device] = None) -> Report:
+                   device: Optional[torch.device] = None, temperature: Optional[float] = None) -> Report:
     """Colourize every readable image among ``inputs`` into ``out_dir`` as ``<name>.png`` with
-    the model saved at ``model_path`` (a run directory, whose best model is used, or an export)."""
+    the model saved at ``model_path`` (a run directory, whose best model is used, or an export),
+    decoding bin scores at ``temperature`` (default: the model's)."""
     files, failed = expand_inputs(inputs)
     report = Report(failed=failed)
     targets = _output_paths(files, out_dir, report)
     if not targets and not report.failed:
         raise ColorizeError("no input images given")
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    loaded = load_model(model_folder(model_path), device)
+    loaded = load_model(model_folder(model_path), device, temperature)
     model, resolution = loaded.model, loaded.resolution
     pending = list(targets)
     with tqdm(total=len(pending), desc="colourizing", unit=" images") as progress:

@@ -1,12 +1,15 @@
-"""Training objectives by name (``loss.name``). A loss is built from its settings and called
-with the model's :class:`Prediction` and the batch; it returns named parts, ``total`` being
-the one optimized. The trainer logs every part as ``loss_<part>`` (``total`` as ``loss``)."""
+"""Training objectives by name (``loss.name``). A loss is built from its settings (and, if its
+class sets ``needs_prior``, the training split's ab prior) and called with the model's
+:class:`Prediction` and the batch; it returns named parts, ``total`` being the one optimized.
+The trainer logs every part as ``loss_<part>`` (``total`` as ``loss``)."""
 from dataclasses import dataclass
 from typing import Dict
 
 import torch
 from torch.nn import functional as F
 
+from colorize.ab_bins import soft_encode
+from colorize.data.prior import AbPrior
 from colorize.errors import ConfigError, check_positive
 from colorize.models.base import Prediction
 from colorize.registry import LOSSES
@@ -33,6 +36,42 @@ class HuberClassLoss:
 
     def __call__(self, prediction: Prediction, batch) -> Dict[str, torch.Tensor]:
         color = F.huber_loss(prediction.ab.float(), batch.ab.float(), delta=self.settings.huber_delta)
+        classification = F.cross_entropy(prediction.logits.float(), batch.label)
+        return {"total": color + self.settings.class_weight * classification, "color": color,
+                "class": classification}
+
+
+@dataclass
+class BinsClassSettings:
+    class_weight: float = 1.0
+    rebalance: bool = True  # weight each pixel by the rarity of its colour's bin
+
+    def __post_init__(self):
+        if self.class_weight < 0:
+            raise ConfigError(f"loss.class_weight must be >= 0, got {self.class_weight}")
+
+
+@LOSSES.register("bins_class", BinsClassSettings)
+class RebalancedBinLoss:
+    """Zhang et al.'s objective for networks with a bin head (``model.head=bins``): the
+    cross-entropy of the bin scores against each true ab value soft-encoded on its nearest bins,
+    each pixel weighted by its nearest bin's rebalancing weight; plus ``class_weight`` x the
+    cross-entropy of the class. In float32."""
+
+    needs_prior = True
+
+    def __init__(self, settings: BinsClassSettings, prior: AbPrior):
+        self.settings, self.prior = settings, prior
+
+    def __call__(self, prediction: Prediction, batch) -> Dict[str, torch.Tensor]:
+        if prediction.ab_scores is None:
+            raise ConfigError("loss.name=bins_class needs a network with a bin head: set model.head=bins")
+        targets, bins = soft_encode(batch.ab, self.prior.centres)
+        log_probabilities = F.log_softmax(prediction.ab_scores.float(), dim=1).gather(1, bins)
+        per_pixel = -(targets * log_probabilities).sum(1)
+        if self.settings.rebalance:
+            per_pixel = per_pixel * self.prior.weights[bins[:, 0]]
+        color = per_pixel.mean()
         classification = F.cross_entropy(prediction.logits.float(), batch.label)
         return {"total": color + self.settings.class_weight * classification, "color": color,
                 "class": classification}

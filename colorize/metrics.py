@@ -7,6 +7,8 @@ sums are added across processes before dividing.
   against the original;
 - ``colorfulness_pred`` / ``colorfulness_true`` and their ``colorfulness_ratio``: mean
   colourfulness (Hasler and Suesstrunk 2003) of predicted and original images;
+- ``ab_auc``: area under the curve of the share of pixels whose ab error (Euclidean, in ab
+  units) is at most t, for t from 0 to 150, normalised to [0, 1] (Zhang et al. 2016);
 - ``accuracy``: top-1 class accuracy (NaN for a network without a class head).
 """
 from typing import Callable, Dict, Optional
@@ -16,6 +18,16 @@ import torch
 from colorize.color import join_lab, lab_to_rgb
 
 _SUMS = ("ab_abs", "ab_values", "psnr", "colorfulness_pred", "colorfulness_true", "correct", "images")
+AUC_THRESHOLDS = 151  # t = 0, 1, ..., 150 ab units
+
+
+def pixels_within(ab_pred: torch.Tensor, ab_true: torch.Tensor) -> torch.Tensor:
+    """(N, AUC_THRESHOLDS): per image, the pixels whose ab error is at most t, for each t."""
+    error = (ab_pred - ab_true).norm(dim=1).flatten(1)
+    bucket = error.ceil().clamp(max=AUC_THRESHOLDS).long()  # error <= t exactly when ceil(error) <= t
+    counts = torch.zeros(len(error), AUC_THRESHOLDS + 1, dtype=torch.float64, device=error.device)
+    counts.scatter_add_(1, bucket, torch.ones_like(bucket, dtype=torch.float64))
+    return counts.cumsum(1)[:, :AUC_THRESHOLDS]
 
 
 def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
@@ -38,7 +50,7 @@ class MetricSums:
     is active; ``compute`` reduces them and divides."""
 
     def __init__(self, device: torch.device):
-        self.sums = torch.zeros(len(_SUMS), dtype=torch.float64, device=device)
+        self.sums = torch.zeros(len(_SUMS) + AUC_THRESHOLDS, dtype=torch.float64, device=device)
 
     def update(self, l: torch.Tensor, ab_pred: torch.Tensor, ab_true: torch.Tensor,
                logits: Optional[torch.Tensor], labels: torch.Tensor, valid: Optional[torch.Tensor] = None) -> None:
@@ -60,12 +72,14 @@ class MetricSums:
             (logits.argmax(dim=1) == labels).double() if logits is not None else torch.full_like(weight, torch.nan),
             torch.ones_like(weight),
         ))
-        return per_image @ weight
+        return torch.cat((per_image, pixels_within(ab_pred, ab_true).T)) @ weight
 
     def compute(self, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> Dict[str, float]:
         """The metrics over every process; ``reduce`` sums a tensor across processes."""
-        total = dict(zip(_SUMS, reduce(self.sums.clone()).tolist()))
+        sums = reduce(self.sums.clone())
+        total = dict(zip(_SUMS, sums[: len(_SUMS)].tolist()))
         images = max(total["images"], 1)
+        pixels = max(total["ab_values"] / 2, 1)
         pred, true = total["colorfulness_pred"] / images, total["colorfulness_true"] / images
         return {
             "ab_l1": total["ab_abs"] / max(total["ab_values"], 1),
@@ -73,6 +87,7 @@ class MetricSums:
             "colorfulness_pred": pred,
             "colorfulness_true": true,
             "colorfulness_ratio": pred / true if true else 0.0,
+            "ab_auc": (sums[len(_SUMS):] / pixels).mean().item(),
             "accuracy": total["correct"] / images,
             "images": int(total["images"]),
         }

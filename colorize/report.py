@@ -25,6 +25,7 @@ _FIGURES = (
     ("test ab L1", lambda m: m["test"]["ab_l1"], "{:.3f}"),
     ("PSNR (dB)", lambda m: m["test"]["psnr"], "{:.2f}"),
     ("colourfulness ratio", lambda m: m["test"]["colorfulness_ratio"], "{:.3f}"),
+    ("ab AUC", lambda m: m["test"]["ab_auc"], "{:.3f}"),
     ("accuracy", lambda m: m["test"]["accuracy"], "{:.3f}"),
 )
 
@@ -48,8 +49,10 @@ def _spread(values: List[float], fmt: str) -> str:
 
 def _network(run_dir: Path, settings: dict) -> Dict[str, str]:
     loaded = load_model(run_dir / BEST)
-    name = settings["model.name"] + "".join(f", {k[6:]}={v}" for k, v in settings.items()
-                                            if k.startswith("model.") and k != "model.name")
+    regression = settings.get("model.head", "ab") == "ab"  # then the bin head's settings mean nothing
+    shown = {k: v for k, v in settings.items() if k.startswith("model.") and k != "model.name"
+             and not (regression and k in ("model.head", "model.temperature"))}
+    name = settings["model.name"] + "".join(f", {k[6:]}={v}" for k, v in shown.items())
     return {"network": name, "parameters": f"{parameter_count(loaded.model):,}",
             "GFLOP/image": f"{gflop_per_image(loaded.model, loaded.resolution):.3f}"}
 
@@ -70,7 +73,10 @@ def report_table(run_dirs: Sequence[Path]) -> str:
         first_dir, settings, _ = runs[0]
         row = {"recipe": _recipe_name([s["run.name"] for _, s, _ in runs]), **_network(first_dir, settings)}
         for column, read, fmt in _FIGURES:
-            row[column] = _spread([read(m) for _, _, m in runs], fmt)
+            try:
+                row[column] = _spread([read(m) for _, _, m in runs], fmt)
+            except KeyError:  # written before colorize measured it
+                row[column] = "-"
         row["seeds"] = ", ".join(str(s["train.seed"]) for _, s, _ in runs)
         machines = sorted({f"{m['device']} ({m['cpu']}), {m['world_size']} process"
                            f"{'es' if m['world_size'] > 1 else ''}" for _, _, m in runs})

@@ -33,10 +33,10 @@ from colorize.config import DataConfig, load_config
 from colorize.data.loaders import build_loaders
 from colorize.data.manifest import read_manifest
 from colorize.engine.runtime import has_native_bf16, precision_label
+from colorize.engine.trainer import build_loss, data_prior
 from colorize.errors import ColorizeError
 from colorize.optim import build_optimizer
 from colorize.run_dir import METRICS
-from colorize.registry import LOSSES
 from colorize.launch import launch_command
 from colorize.models import create_model
 from colorize.models.base import Prediction, gflop_per_image
@@ -72,7 +72,9 @@ def profile_step(data_dir: Path, batch_size: int, top: int, overrides: Sequence[
     table (torch.profiler)."""
     config, manifest = load_config(str(RECIPE), overrides), read_manifest(data_dir)
     resolution = manifest["resolution"]
-    model = create_model(config.model.name, config.model.settings, len(manifest["classes"]), resolution)
+    prior = data_prior(config, manifest, data_dir)
+    model = create_model(config.model.name, config.model.settings, len(manifest["classes"]), resolution,
+                         bins=None if prior is None else prior.centres)
     layout = torch.channels_last if config.train.channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
     optimizer = build_optimizer(config.optim.name, config.optim.settings, model, config.optim.settings.lr)
@@ -80,7 +82,7 @@ def profile_step(data_dir: Path, batch_size: int, top: int, overrides: Sequence[
     ab = torch.randn(batch_size, 2, resolution, resolution) * 20
     label = torch.randint(0, len(manifest["classes"]), (batch_size,))
 
-    loss = LOSSES.build(config.loss.name, config.loss.settings)
+    loss = build_loss(config, prior, torch.device("cpu"))
 
     def step():
         loss(model(l), Batch(l, ab, label))["total"].backward()
@@ -150,8 +152,8 @@ def report_pipeline(data_dir: Path, steps: int, batch_size: int, device: torch.d
         waited = time.perf_counter()
         l, ab, label = (t.to(device) for t in next(batches))
         waited = time.perf_counter() - waited
-        ab_pred, probabilities = model(l)
-        (F.smooth_l1_loss(ab_pred, ab) + F.cross_entropy(probabilities, label)).backward()
+        prediction = model(l)  # raw ab and class probabilities, as the report's code had them
+        (F.smooth_l1_loss(prediction.ab, ab) + F.cross_entropy(prediction.logits, label)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if index >= steps:

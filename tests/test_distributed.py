@@ -113,7 +113,7 @@ def test_two_process_evaluation_counts_each_sample_once(small_dir, tmp_path):
     double = json.loads(launch("evaluate", "--checkpoint", run_dir, "--json").stdout)
     assert (single["processes"], double["processes"]) == (1, 2)
     assert single["images"] == double["images"] == 33  # odd: the sampler pads one duplicate
-    for name in ("ab_l1", "psnr", "colorfulness_pred", "colorfulness_true", "accuracy"):
+    for name in ("ab_l1", "psnr", "colorfulness_pred", "colorfulness_true", "ab_auc", "accuracy"):
         assert double[name] == pytest.approx(single[name], rel=1e-5), name
     on_train = evaluate_run(run_dir, split="train")
     assert on_train["images"] == 108  # all of it, in order: not the shuffled, truncated training view

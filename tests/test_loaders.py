@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from colorize.config import ConfigError, DataConfig
-from colorize.data.loaders import flip_generator, build_loaders, epoch_order
+from colorize.data.augment import flip_generator, shift, shift_generator
+from colorize.data.loaders import build_loaders, epoch_order
 
 HERE = Path(__file__).parent
 
@@ -24,7 +25,7 @@ def loaders(data_dir, kind, **settings):
 
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_ffcv_and_memory_loaders_yield_identical_batches(small_dir, split):
-    settings = dict(batch_size=16, train_limit=100)
+    settings = dict(batch_size=16, train_limit=100, shift=3)
     ffcv, memory = loaders(small_dir, "ffcv", **settings), loaders(small_dir, "memory", **settings)
     for epoch in (0, 3):
         a, b = collect(ffcv[split], epoch), collect(memory[split], epoch)
@@ -63,11 +64,45 @@ def test_flips_are_the_seeded_draws_of_each_epoch(small_dir, kind):
     flipped = loaders(small_dir, kind, batch_size=10)["train"]
     plain = loaders(small_dir, kind, batch_size=10, hflip=False)["train"]
     for epoch in (0, 2):
-        draws = flip_generator(flipped.spec, epoch)
+        draws = flip_generator(flipped.spec.seed, epoch, flipped.spec.rank)
         for a, b in zip(collect(flipped, epoch), collect(plain, epoch)):
             mask = (torch.rand(len(b[0]), generator=draws) < 0.5).view(-1, 1, 1, 1)
             assert torch.equal(a[0], torch.where(mask, b[0].flip(-1), b[0]))
             assert torch.equal(a[1], torch.where(mask, b[1].flip(-1), b[1]))
+
+
+def test_shift_moves_each_image_by_its_offsets_with_mirrored_edges():
+    image = torch.arange(2 * 6 * 5, dtype=torch.float32).view(1, 2, 6, 5)
+    draws = torch.Generator().manual_seed(0)
+    offsets = torch.randint(0, 5, (2, 1), generator=torch.Generator().manual_seed(0)).view(-1).tolist()
+    moved = shift(image, 2, draws)
+    mirrored_rows = [2, 1, 0, 1, 2, 3, 4, 5, 4, 3]  # row index of each padded row
+    mirrored_cols = [2, 1, 0, 1, 2, 3, 4, 3, 2]
+    rows = mirrored_rows[offsets[0]:offsets[0] + 6]
+    cols = mirrored_cols[offsets[1]:offsets[1] + 5]
+    assert offsets != [2, 2]  # the draw moves the image, so the test can fail
+    assert torch.equal(moved, image[:, :, rows][:, :, :, cols])
+
+
+@pytest.mark.parametrize("kind", ["ffcv", "memory"])
+def test_shifts_are_the_seeded_draws_of_each_epoch_and_leave_flips_alone(small_dir, kind):
+    shifted = loaders(small_dir, kind, batch_size=10, shift=3)["train"]
+    flipped = loaders(small_dir, kind, batch_size=10)["train"]
+    for epoch in (0, 2):
+        draws = shift_generator(shifted.spec.seed, epoch, shifted.spec.rank)
+        changed = 0
+        for a, b in zip(collect(shifted, epoch), collect(flipped, epoch)):
+            expected = shift(torch.cat([b[0], b[1]], 1), 3, draws)
+            assert torch.equal(torch.cat([a[0], a[1]], 1), expected)
+            changed += sum(not torch.equal(a[0][i], b[0][i]) for i in range(len(a[0])))
+        assert changed > 80  # 1 in 49 samples keeps its place
+
+
+def test_a_shift_beyond_the_image_is_refused_by_name(small_dir):
+    with pytest.raises(ConfigError, match="data.shift=32 .* below 32"):
+        loaders(small_dir, "ffcv", shift=32)
+    with pytest.raises(ConfigError, match="data.shift"):
+        DataConfig(shift=-1)
 
 
 def test_batches_have_the_documented_shapes(small_dir):

@@ -12,8 +12,8 @@ def build(**overrides):
 
 
 def test_output_shapes_for_32x32_input():
-    ab, logits = build()(torch.rand(4, 1, 32, 32) * 100)  # a Prediction is a tuple
-    assert ab.shape == (4, 2, 32, 32) and logits.shape == (4, 10)
+    ab, logits, ab_scores = build()(torch.rand(4, 1, 32, 32) * 100)  # a Prediction is a tuple
+    assert ab.shape == (4, 2, 32, 32) and logits.shape == (4, 10) and ab_scores is None
 
 
 def test_reference_widths_have_about_two_million_parameters():
@@ -24,7 +24,7 @@ def test_reference_widths_have_about_two_million_parameters():
 def test_widths_are_configurable():
     small = build(width=8, global_hidden=64, global_dim=16)
     assert sum(p.numel() for p in small.parameters()) < 100_000
-    ab, logits = small(torch.rand(2, 1, 32, 32) * 100)
+    ab, logits, _ = small(torch.rand(2, 1, 32, 32) * 100)
     assert ab.shape == (2, 2, 32, 32)
 
 
@@ -42,7 +42,7 @@ def test_an_ungrouped_decoder_lets_a_and_b_see_all_features():
 def test_eval_mode_handles_a_batch_of_one():
     model = build().eval()
     with torch.no_grad():
-        ab, logits = model(torch.rand(1, 1, 32, 32) * 100)
+        ab, logits, _ = model(torch.rand(1, 1, 32, 32) * 100)
     assert torch.isfinite(ab).all() and logits.shape == (1, 10)
 
 

@@ -22,6 +22,7 @@ from torch.utils.data import DistributedSampler
 
 from colorize.config import ConfigError, DataConfig
 from colorize.data import manifest as mf
+from colorize.data.augment import Augmentation
 from colorize.data.threads import keep_torch_threads
 
 
@@ -41,13 +42,14 @@ class LoaderSpec:
     path: Path
     count: int  # samples in the split (after any limit)
     batch_size: int  # per process
-    train: bool  # random order, flips, drop the last partial batch
+    train: bool  # random order, augmentation, drop the last partial batch
     storage_dtype: str
     seed: int = 0
     rank: int = 0
     world: int = 1
     device: torch.device = torch.device("cpu")
     hflip: bool = True
+    shift: int = 0
     num_workers: int = 1
     os_cache: bool = True
 
@@ -66,13 +68,6 @@ def decode_lab(lab: torch.Tensor, storage_dtype: str) -> torch.Tensor:
     if storage_dtype == "float16":
         lab = lab.view(torch.float16)
     return lab.float()
-
-
-def flip_generator(spec: LoaderSpec, epoch: int) -> torch.Generator:
-    """The CPU generator of ``epoch``'s flips: one uniform draw per sample, batch after batch;
-    a draw below 0.5 flips the sample left to right. The same on every device."""
-    state = np.random.SeedSequence([spec.seed, epoch, spec.rank]).generate_state(1)[0]
-    return torch.Generator().manual_seed(int(state))
 
 
 class SplitLoader:
@@ -107,13 +102,12 @@ class SplitLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         spec = self.spec
-        flips = flip_generator(spec, self.epoch) if spec.train and spec.hflip else None
+        augment = Augmentation(spec.hflip, spec.shift, spec.seed, self.epoch, spec.rank) if spec.train else None
         start = 0
         for lab, label, index in self._raw_batches():
             lab = decode_lab(lab.to(spec.device, non_blocking=True), spec.storage_dtype)
-            if flips is not None:  # drawn on the CPU, applied on the device without waiting for it
-                flip = (torch.rand(len(lab), generator=flips) < 0.5).to(spec.device, non_blocking=True)
-                lab = torch.where(flip.view(-1, 1, 1, 1), lab.flip(-1), lab)
+            if augment is not None:
+                lab = augment(lab)
             positions = torch.arange(start, start + len(lab), device=spec.device)
             start += len(lab)
             yield Batch(
@@ -216,13 +210,16 @@ def build_loaders(data: DataConfig, *, seed: int = 0, rank: int = 0, world: int 
                   device: torch.device = torch.device("cpu"), splits: Sequence[str] = mf.SPLITS,
                   train_split_for_training: bool = True) -> Dict[str, SplitLoader]:
     """One loader per split of the prepared directory ``data.dir``, checked against its manifest.
-    The train split is read for training (random order, flips, no partial batch) unless
+    The train split is read for training (random order, augmentation, no partial batch) unless
     ``train_split_for_training`` is False; the others are read in order, completely.
 
     Under several processes, call this after the process group exists (create the Accelerator).
     """
     data_dir = Path(data.dir)
     manifest = mf.read_manifest(data_dir)
+    if data.shift >= manifest["resolution"]:
+        raise ConfigError(f"data.shift={data.shift} moves the {manifest['resolution']}-pixel images of "
+                          f"{data_dir} by more than their size; pick a shift below {manifest['resolution']}")
     loaders = {}
     for split in splits:
         path = mf.verified_path(data_dir, manifest, split)
@@ -239,6 +236,7 @@ def build_loaders(data: DataConfig, *, seed: int = 0, rank: int = 0, world: int 
             world=world,
             device=device,
             hflip=data.hflip,
+            shift=data.shift,
             num_workers=data.num_workers,
             os_cache=data.os_cache,
         )

@@ -35,7 +35,11 @@ def write_manifest(data_dir: Path, manifest: dict) -> None:
 def split_problem(data_dir: Path, manifest: dict, split: str) -> str:
     """Why ``split``'s file does not match the manifest, or '' when it does."""
     entry = manifest["splits"][split]
-    path = Path(data_dir) / entry["file"]
+    return file_problem(Path(data_dir) / entry["file"], entry)
+
+
+def file_problem(path: Path, entry: dict) -> str:
+    """Why the file at ``path`` differs from its manifest ``entry`` (bytes, sha256), or ''."""
     if not path.is_file():
         return f"{path} is missing"
     size = path.stat().st_size

@@ -2,8 +2,9 @@
 
 The validation split is a class-stratified hold-out from train (used for early stopping); the
 test split is the source's own, or a stratified hold-out when the source has none. LAB is
-computed in vectorised batches. Files are written under temporary names and renamed; a second
-run on unchanged input with unchanged settings only verifies the files.
+computed in vectorised batches. The train split's ab prior (``prior.py``) is computed from its
+written file. Files are written under temporary names and renamed; a second run on unchanged
+input with unchanged settings only verifies the files (and adds the prior if it is missing).
 """
 import contextlib
 import os
@@ -17,8 +18,10 @@ from tqdm import tqdm
 
 from colorize import __version__
 from colorize.color import rgb_to_lab
-from colorize.config import ConfigError
+from colorize.config import ConfigError, DataConfig
 from colorize.data import manifest as mf
+from colorize.data.loaders import build_loaders
+from colorize.data.prior import prior_problem, write_prior
 from colorize.data.sources import SourceImages, SplitImages, open_source
 from colorize.data.threads import keep_torch_threads
 from colorize.io import atomic_path, remove_stale_temporaries, sha256_file
@@ -168,8 +171,12 @@ def prepare(data: str, out_dir: Path, settings: PrepareSettings = PrepareSetting
     fingerprint = source.fingerprint
     existing = _up_to_date(out_dir, fingerprint, settings)
     if existing is not None:
-        print(f"{out_dir} is up to date with {data}")
-        return existing
+        problem = prior_problem(out_dir, existing)
+        if not problem:
+            print(f"{out_dir} is up to date with {data}")
+            return existing
+        print(f"{problem}; computing it from the train split")
+        return _add_prior(out_dir, existing)
 
     images = source.read(settings.resolution)
     splits = make_splits(images, settings)
@@ -193,5 +200,14 @@ def prepare(data: str, out_dir: Path, settings: PrepareSettings = PrepareSetting
         "splits": entries,
         "skipped": images.skipped,
     }
+    mf.write_manifest(out_dir, manifest)
+    return _add_prior(out_dir, manifest)
+
+
+def _add_prior(out_dir: Path, manifest: dict) -> dict:
+    """Compute the train split's ab prior from its ``.beton`` and record it in the manifest."""
+    train = build_loaders(DataConfig(dir=str(out_dir), batch_size=1024), splits=("train",),
+                          train_split_for_training=False)["train"]
+    manifest = dict(manifest, prior=write_prior(out_dir, (batch.ab for batch in train)))
     mf.write_manifest(out_dir, manifest)
     return manifest

@@ -29,15 +29,17 @@ def evaluate(model: nn.Module, loader: SplitLoader, accelerator: Accelerator) ->
     return sums.compute(lambda total: accelerator.reduce(total, reduction="sum"))
 
 
-def evaluate_run(run_dir: Path, data_dir: Optional[str] = None, split: str = "test") -> Dict[str, float]:
+def evaluate_run(run_dir: Path, data_dir: Optional[str] = None, split: str = "test",
+                 temperature: Optional[float] = None) -> Dict[str, float]:
     """Metrics of ``run_dir``'s best model on ``split`` of ``data_dir`` (default: the run's own
-    data), with the run's loader and precision settings."""
+    data), with the run's loader and precision settings; bin scores decoded at ``temperature``
+    (default: the model's)."""
     config = load_config(str(check_run_dir(run_dir) / CONFIG))
     if data_dir is not None:
         config.data.dir = str(data_dir)
     config.data.train_limit = config.data.eval_limit = None  # the whole split
     accelerator, _ = create_accelerator(config.train)
-    loaded = load_model(Path(run_dir) / BEST, accelerator.device)
+    loaded = load_model(Path(run_dir) / BEST, accelerator.device, temperature)
     classes = read_manifest(Path(config.data.dir))["classes"]
     if classes != loaded.classes:
         raise ConfigError(f"{config.data.dir} has classes {classes}, but {run_dir} was trained on {loaded.classes}")

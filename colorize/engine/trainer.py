@@ -23,6 +23,7 @@ from tqdm import tqdm
 from colorize.config import Config, ConfigError, flat_settings, load_config, save_config
 from colorize.data.loaders import SplitLoader, build_loaders, per_process_batch_size
 from colorize.data.manifest import read_manifest
+from colorize.data.prior import AbPrior, read_prior
 from colorize.engine import checkpoint
 from colorize.engine.early_stopping import EarlyStopping
 from colorize.engine.evaluate import evaluate
@@ -189,10 +190,28 @@ def train_epoch(training: Training, epoch: int) -> Dict[str, float]:
 
 # --- build ---------------------------------------------------------------------------------------
 
-def build_model(config: Config, manifest: dict, accelerator: Accelerator) -> Colorizer:
+def data_prior(config: Config, manifest: dict, data_dir: Path) -> Optional[AbPrior]:
+    """The ab prior of the prepared data in ``data_dir``, read if the model's head or the loss uses it."""
+    if getattr(config.model.settings, "head", "ab") == "bins" or _needs_prior(config.loss.name):
+        return read_prior(data_dir, manifest)
+    return None
+
+
+def _needs_prior(loss_name: str) -> bool:
+    return getattr(LOSSES.entry(loss_name).factory, "needs_prior", False)
+
+
+def build_loss(config: Config, prior: Optional[AbPrior], device: torch.device):
+    """The config's loss, given the ab prior (on ``device``) if it needs it."""
+    if _needs_prior(config.loss.name):
+        return LOSSES.build(config.loss.name, config.loss.settings, AbPrior(*(t.to(device) for t in prior)))
+    return LOSSES.build(config.loss.name, config.loss.settings)
+
+
+def build_model(config: Config, manifest: dict, accelerator: Accelerator, prior: Optional[AbPrior]) -> Colorizer:
     """The config's model for the data's classes and resolution, in the layout the config asks."""
     model = create_model(config.model.name, config.model.settings, num_classes=len(manifest["classes"]),
-                         resolution=manifest["resolution"])
+                         resolution=manifest["resolution"], bins=None if prior is None else prior.centres)
     if config.train.sync_batchnorm:
         model = sync_batchnorm(model, accelerator)
     if config.train.channels_last:
@@ -206,7 +225,8 @@ def build(config: Config, accelerator: Accelerator, precision: Precision,
           loaders: Dict[str, SplitLoader], manifest: dict) -> Training:
     """Model, optimizer, schedule and loss of ``config``, prepared by ``accelerator``."""
     world = accelerator.num_processes
-    model = build_model(config, manifest, accelerator)
+    prior = data_prior(config, manifest, Path(config.data.dir))
+    model = build_model(config, manifest, accelerator, prior)
     lr = learning_rate(config.optim.settings, world)
     optimizer = build_optimizer(config.optim.name, config.optim.settings, model, lr)
     steps_per_epoch = math.ceil(len(loaders["train"]) / config.train.grad_accum)
@@ -217,14 +237,14 @@ def build(config: Config, accelerator: Accelerator, precision: Precision,
     accelerator.register_for_checkpointing(state)
     batch = effective_batch(per_process_batch_size(config.data, world), world, config.train.grad_accum)
     return Training(config, accelerator, precision, manifest, loaders, model, optimizer, schedule,
-                    LOSSES.build(config.loss.name, config.loss.settings), state, batch)
+                    build_loss(config, prior, accelerator.device), state, batch)
 
 
 # --- resume --------------------------------------------------------------------------------------
 
 # Settings that define what a run learns from: a resumed run must keep them.
 _FIXED_ON_RESUME = ("model.", "loss.name", "optim.name", "schedule.name", "data.train_limit", "data.eval_limit",
-                    "data.batch_size", "data.batch_size_scope", "data.hflip")
+                    "data.batch_size", "data.batch_size_scope", "data.hflip", "data.shift")
 
 
 def _check_resume_keeps(previous: Config, config: Config) -> None:

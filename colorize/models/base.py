@@ -13,6 +13,7 @@ class Prediction(NamedTuple):
 
     ab: torch.Tensor  # (N, 2, H, W) in ab units
     logits: Optional[torch.Tensor] = None  # (N, classes) class scores, for networks with a class head
+    ab_scores: Optional[torch.Tensor] = None  # (N, bins, H, W) ab-bin scores, for networks with a bin head
 
 
 class Colorizer(nn.Module):

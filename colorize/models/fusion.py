@@ -12,9 +12,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-from colorize.color import ab_from_network, normalize_l
+from colorize.color import normalize_l
 from colorize.errors import ConfigError, check_positive
 from colorize.models.base import Colorizer, Prediction
+from colorize.models.head import ColourHead, HeadSettings, colour_layer
 from colorize.registry import MODELS
 
 
@@ -38,13 +39,14 @@ def up_bn_relu(cin: int, cout: int, groups: int) -> nn.Sequential:
 
 
 @dataclass
-class FusionSettings:
+class FusionSettings(HeadSettings):
     width: int = 32  # first encoder layer; later layers use 2x and 4x
     global_hidden: int = 512
     global_dim: int = 128
     decoder_groups: int = 2  # 2: a and b from independent halves of the decoder, as in the report
 
     def __post_init__(self):
+        super().__post_init__()
         for key in ("width", "global_hidden", "global_dim"):
             check_positive(f"model.{key}", getattr(self, key))
         if self.decoder_groups not in (1, 2):
@@ -61,7 +63,8 @@ class FusionColorizer(Colorizer):
 
     resolution_multiple = 8  # three stride-2 stages down, then three up
 
-    def __init__(self, settings: Optional[FusionSettings] = None, num_classes: int = 10, resolution: int = 32):
+    def __init__(self, settings: Optional[FusionSettings] = None, num_classes: int = 10, resolution: int = 32,
+                 bins: Optional[torch.Tensor] = None):
         super().__init__()
         multiple = self.resolution_multiple
         if resolution % multiple:
@@ -88,8 +91,9 @@ class FusionColorizer(Colorizer):
         self.decoder = nn.Sequential(
             up_bn_relu(deep, 2 * width, decoder_groups),
             up_bn_relu(2 * width, width, decoder_groups),
-            nn.ConvTranspose2d(width, 2, 4, 2, 1, groups=decoder_groups),
+            colour_layer(settings, width, decoder_groups, bins),
         )
+        self.head = ColourHead(settings, bins)
 
     def fuse(self, features: torch.Tensor):
         """The encoder's output -> (mid-level features fused with the global summary, the summary)."""
@@ -100,4 +104,4 @@ class FusionColorizer(Colorizer):
 
     def forward(self, l: torch.Tensor) -> Prediction:
         fused, summary = self.fuse(self.encoder(normalize_l(l)))
-        return Prediction(ab_from_network(self.decoder(fused)), self.classifier(summary))
+        return self.head(self.decoder(fused), self.classifier(summary))

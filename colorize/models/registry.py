@@ -1,4 +1,8 @@
 """Building registered models by name, and the resolutions they can take."""
+from typing import Optional
+
+import torch
+
 from colorize.errors import ConfigError
 from colorize.models.base import Colorizer
 from colorize.registry import MODELS
@@ -28,12 +32,15 @@ def check_resolution(resolution: int) -> None:
         raise ConfigError(f"--resolution {resolution} suits no model: {needs}")
 
 
-def create_model(name: str, settings=None, num_classes: int = 10, resolution: int = 32) -> Colorizer:
-    """Model ``name`` with ``settings`` (default: its settings' defaults)."""
+def create_model(name: str, settings=None, num_classes: int = 10, resolution: int = 32,
+                 bins: Optional[torch.Tensor] = None) -> Colorizer:
+    """Model ``name`` with ``settings`` (default: its settings' defaults); ``bins``, the ab bin
+    centres (Q, 2), for a network with a bin head."""
     entry = MODELS.entry(name)
     if not _fits(name, resolution):
         raise ConfigError(f"model {name!r} cannot take {resolution}x{resolution} images: "
                           f"{_needs(name, resolution)}; run colorize prepare again with one of "
                           f"those as --resolution")
+    extra = {} if bins is None else {"bins": bins}  # networks without a bin head need not take it
     return entry.factory(settings if settings is not None else entry.settings(),
-                         num_classes=num_classes, resolution=resolution)
+                         num_classes=num_classes, resolution=resolution, **extra)

@@ -4,6 +4,7 @@ decoder are the fusion network's."""
 from dataclasses import dataclass
 from typing import Optional
 
+import torch
 from torch import nn
 
 from colorize.errors import check_positive
@@ -49,9 +50,10 @@ class ResidualFusionColorizer(FusionColorizer):
     residual blocks (2w, 4w, 4w channels, each halving the resolution); mid-level: ``blocks``
     dilated residual blocks. The rest as in the fusion network."""
 
-    def __init__(self, settings: Optional[ResidualFusionSettings] = None, num_classes: int = 10, resolution: int = 32):
+    def __init__(self, settings: Optional[ResidualFusionSettings] = None, num_classes: int = 10, resolution: int = 32,
+                 bins: Optional[torch.Tensor] = None):
         settings = settings or ResidualFusionSettings()
-        super().__init__(settings, num_classes, resolution)
+        super().__init__(settings, num_classes, resolution, bins)
         width, blocks = settings.width, settings.blocks
         deep = 4 * width
         self.encoder = nn.Sequential(

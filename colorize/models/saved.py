@@ -17,6 +17,7 @@ from colorize.color import AB_SCALE, L_CENTER, L_HALF_RANGE
 from colorize.errors import ColorizeError
 from colorize.io import replace_directory, staging_directory
 from colorize.models.base import Colorizer
+from colorize.models.head import BIN_CENTRES, set_temperature
 from colorize.models.registry import create_model
 from colorize.registry import MODELS
 from colorize.run_dir import BEST, METRICS, check_run_dir
@@ -63,8 +64,9 @@ def _read_config(folder: Path) -> dict:
             "colour_scaling": COLOUR_SCALING}
 
 
-def load_model(folder, device="cpu") -> LoadedModel:
-    """The model saved in ``folder``, on ``device``, in eval mode."""
+def load_model(folder, device="cpu", temperature: Optional[float] = None) -> LoadedModel:
+    """The model saved in ``folder``, on ``device``, in eval mode; a network with a bin head
+    decodes at ``temperature`` (default: its recipe's)."""
     folder = Path(folder)
     if not (folder / WEIGHTS).is_file() or not any((folder / c).is_file() for c in (CONFIG, _LEGACY_CONFIG)):
         raise SavedModelError(f"{folder} is not a saved model (it needs {CONFIG} and {WEIGHTS}); a run "
@@ -77,10 +79,14 @@ def load_model(folder, device="cpu") -> LoadedModel:
         if config["name"] not in MODELS.names() and config["module"]:
             importlib.import_module(config["module"])  # a model from outside colorize registers on import
         settings = MODELS.entry(config["name"]).settings(**config["settings"])
-        model = create_model(config["name"], settings, len(config["classes"]), config["resolution"])
-        model.load_state_dict(load_file(str(folder / WEIGHTS)))
+        state = load_file(str(folder / WEIGHTS))
+        model = create_model(config["name"], settings, len(config["classes"]), config["resolution"],
+                             bins=state.get(BIN_CENTRES))
+        model.load_state_dict(state)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError, SafetensorError) as error:
         raise SavedModelError(f"cannot load the model in {folder}: {error}") from None
+    if temperature is not None:
+        set_temperature(model, temperature)
     return LoadedModel(model.to(torch.device(device)).eval(), config["name"], settings, config["classes"],
                        config["resolution"])
 

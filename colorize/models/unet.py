@@ -6,9 +6,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-from colorize.color import ab_from_network, normalize_l
+from colorize.color import normalize_l
 from colorize.models.base import Prediction
 from colorize.models.fusion import FusionColorizer, FusionSettings, conv_bn_relu, up_bn_relu
+from colorize.models.head import colour_layer
 from colorize.registry import MODELS
 
 
@@ -18,13 +19,14 @@ class UNetFusionColorizer(FusionColorizer):
     upsamples to 1/4 and 1/2 resolution, joins the encoder's features there and mixes them
     with a 3x3 convolution, then upsamples to ab at full resolution."""
 
-    def __init__(self, settings: Optional[FusionSettings] = None, num_classes: int = 10, resolution: int = 32):
+    def __init__(self, settings: Optional[FusionSettings] = None, num_classes: int = 10, resolution: int = 32,
+                 bins: Optional[torch.Tensor] = None):
         settings = settings or FusionSettings()
-        super().__init__(settings, num_classes, resolution)
+        super().__init__(settings, num_classes, resolution, bins)
         width, groups = settings.width, settings.decoder_groups
         self.up = nn.ModuleList([up_bn_relu(4 * width, 2 * width, groups), up_bn_relu(2 * width, width, groups)])
         self.merge = nn.ModuleList([conv_bn_relu(4 * width, 2 * width, 3, 1, 1), conv_bn_relu(2 * width, width, 3, 1, 1)])
-        self.decoder = nn.ConvTranspose2d(width, 2, 4, 2, 1, groups=groups)
+        self.decoder = colour_layer(settings, width, groups, bins)
 
     def forward(self, l: torch.Tensor) -> Prediction:
         x = normalize_l(l)
@@ -36,4 +38,4 @@ class UNetFusionColorizer(FusionColorizer):
         x, summary = self.fuse(x)
         for up, merge, skip in zip(self.up, self.merge, reversed(skips)):
             x = merge(torch.cat((up(x), skip), dim=1))
-        return Prediction(ab_from_network(self.decoder(x)), self.classifier(summary))
+        return self.head(self.decoder(x), self.classifier(summary))

@@ -1,0 +1,79 @@
+"""The ab-bin prior of a prepared directory's training split and the class-rebalancing weights
+derived from it (Zhang, Isola and Efros 2016), computed once by ``colorize prepare`` and stored
+beside the ``.beton`` files in ``ab_prior.safetensors``, its checksum in the manifest."""
+from pathlib import Path
+from typing import Iterable, NamedTuple
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from colorize.ab_bins import SIGMA, gamut_bins, nearest_bin
+from colorize.data import manifest as mf
+from colorize.io import atomic_path, sha256_file
+
+PRIOR_FILE = "ab_prior.safetensors"
+MIX = 0.5  # lambda: the weight of the uniform distribution mixed into the smoothed prior
+
+
+class AbPrior(NamedTuple):
+    centres: torch.Tensor  # (Q, 2) float32, the bins' ab centres
+    prior: torch.Tensor  # (Q,) float32, the smoothed share of training pixels in each bin
+    weights: torch.Tensor  # (Q,) float32, rebalancing weight of each bin, mean 1 under the prior
+
+
+def rebalanced(counts: torch.Tensor, centres: torch.Tensor, sigma: float = SIGMA, mix: float = MIX) -> AbPrior:
+    """Pixel counts per bin -> the prior (smoothed by a Gaussian of ``sigma`` ab units over the
+    bin centres) and weights proportional to 1 / ((1 - mix) prior + mix / Q), normalised so that
+    their mean under the prior is 1."""
+    empirical = counts.double() / counts.sum()
+    distances = torch.cdist(centres.double(), centres.double())
+    prior = torch.exp(-distances.square() / (2 * sigma**2)) @ empirical
+    prior = prior / prior.sum()
+    weights = 1 / ((1 - mix) * prior + mix / len(prior))
+    weights = weights / (prior * weights).sum()
+    return AbPrior(centres.float(), prior.float(), weights.float())
+
+
+def count_bins(ab_batches: Iterable[torch.Tensor], centres: torch.Tensor) -> torch.Tensor:
+    """Pixels of every ab batch (N, 2, H, W) whose nearest bin is each of ``centres``."""
+    counts = torch.zeros(len(centres), dtype=torch.float64)
+    for ab in ab_batches:
+        counts += torch.bincount(nearest_bin(ab, centres).flatten(), minlength=len(centres))
+    return counts
+
+
+def write_prior(data_dir: Path, ab_batches: Iterable[torch.Tensor]) -> dict:
+    """Compute the prior of ``ab_batches`` (the training split), write it to ``data_dir`` and
+    return its manifest entry."""
+    centres = gamut_bins()
+    prior = rebalanced(count_bins(tqdm(ab_batches, desc="ab prior", unit=" batches"), centres), centres)
+    path = Path(data_dir) / PRIOR_FILE
+    with atomic_path(path) as staged:
+        tensors = {name: tensor.contiguous() for name, tensor in prior._asdict().items()}
+        save_file(tensors, str(staged), metadata={"sigma": str(SIGMA), "mix": str(MIX)})
+        entry = {"file": PRIOR_FILE, "bins": len(centres), "bytes": staged.stat().st_size,
+                 "sha256": sha256_file(staged)}
+    return entry
+
+
+def prior_problem(data_dir: Path, manifest: dict) -> str:
+    """Why the prior file does not match the manifest, or '' when it does."""
+    entry = manifest.get("prior")
+    if entry is None:
+        return f"{data_dir} has no ab prior (it was prepared before colorize computed one)"
+    return mf.file_problem(Path(data_dir) / entry["file"], entry)
+
+
+def read_prior(data_dir: Path, manifest: dict) -> AbPrior:
+    """The prior of the prepared directory ``data_dir``, checked against its manifest."""
+    problem = prior_problem(data_dir, manifest)
+    if problem:
+        raise mf.DataError(f"{problem}. Run colorize prepare --data {manifest['source']['spec']} "
+                           f"--out {data_dir} again: it writes the prior and keeps the .beton files")
+    path = Path(data_dir) / manifest["prior"]["file"]
+    try:
+        return AbPrior(**load_file(str(path)))
+    except (SafetensorError, TypeError) as error:
+        raise mf.DataError(f"{path} is damaged ({error}); run colorize prepare again") from None

@@ -1,0 +1,152 @@
+"""Vivid colours end to end: the prior written by prepare, a bin-head network trained with the
+rebalanced loss, and the temperature chosen at use time."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage.color import rgb2lab
+
+from colorize.config import ConfigError, load_config
+from colorize.errors import ColorizeError
+from colorize.data.manifest import DataError
+from colorize.data.prepare import prepare
+from colorize.data.prior import PRIOR_FILE, read_prior
+from colorize.engine.evaluate import evaluate_run
+from colorize.engine.trainer import train
+from colorize.metrics import MetricSums
+from colorize.models import create_model
+from colorize.models.fusion import FusionSettings
+from colorize.models.saved import load_model, save_model
+from colorize.registry import MODELS
+from conftest import REPO, run_cli
+
+BINS = ("model.head=bins", "loss.name=bins_class")
+
+
+def vivid_config(data_dir, run_dir, *overrides):
+    return load_config(str(REPO / "configs" / "smoke.yaml"),
+                       [f"data.dir={data_dir}", f"run.dir={run_dir}", "data.batch_size=16", *BINS, *overrides])
+
+
+@pytest.fixture(scope="module")
+def vivid_run(small_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "vivid"
+    train(vivid_config(small_dir, run_dir))
+    return run_dir
+
+
+def test_prepare_records_the_prior_and_its_checksum(small_dir):
+    manifest = json.loads((small_dir / "manifest.json").read_text())
+    entry = manifest["prior"]
+    assert entry["file"] == PRIOR_FILE and len(entry["sha256"]) == 64
+    prior = read_prior(small_dir, manifest)
+    assert prior.centres.shape == (entry["bins"], 2) and prior.weights.shape == (entry["bins"],)
+    assert (prior.prior * prior.weights).sum().item() == pytest.approx(1.0, rel=1e-5)
+    # the synthetic images are mostly red, green or blue: those bins are the likeliest
+    assert prior.prior.max() > 5 / entry["bins"]
+
+
+def test_a_directory_prepared_before_the_prior_gets_it_without_rebuilding(small_source, small_dir, tmp_path):
+    out = tmp_path / "old"
+    shutil.copytree(small_dir, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    expected = manifest.pop("prior")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / PRIOR_FILE).unlink()
+    with pytest.raises(DataError, match="no ab prior.*colorize prepare"):
+        train(vivid_config(out, tmp_path / "run"))
+    betons = {p.name: p.stat().st_mtime_ns for p in out.glob("*.beton")}
+    result = run_cli("prepare", "--data", small_source, "--out", out)
+    assert "no ab prior" in result.stdout and "rebuilding" not in result.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.beton")} == betons
+    assert json.loads((out / "manifest.json").read_text())["prior"] == expected  # the same numbers
+
+
+def test_a_damaged_prior_is_refused_by_name_and_rebuilt_by_prepare(small_source, small_dir, tmp_path):
+    out = tmp_path / "damaged"
+    shutil.copytree(small_dir, out)
+    with open(out / PRIOR_FILE, "r+b") as file:
+        file.seek(-20, os.SEEK_END)
+        file.write(b"\xff" * 4)
+    with pytest.raises(DataError, match=f"{PRIOR_FILE} is damaged.*colorize prepare"):
+        train(vivid_config(out, tmp_path / "run"))
+    result = run_cli("prepare", "--data", small_source, "--out", out)
+    assert f"{PRIOR_FILE} is damaged" in result.stdout
+    read_prior(out, json.loads((out / "manifest.json").read_text()))
+
+
+def test_the_bin_loss_without_a_bin_head_says_what_to_set(small_dir, tmp_path):
+    with pytest.raises(ConfigError, match="set model.head=bins"):
+        train(vivid_config(small_dir, tmp_path / "run", "model.head=ab"))
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_network_takes_a_bin_head(name):
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, -10.0]])
+    settings = MODELS.entry(name).settings(head="bins")
+    model = create_model(name, settings, num_classes=3, resolution=32, bins=centres)
+    prediction = model(torch.rand(2, 1, 32, 32) * 100)
+    assert prediction.ab_scores.shape == (2, 3, 32, 32) and prediction.ab.shape == (2, 2, 32, 32)
+    assert prediction.ab.abs().max() <= 10
+
+
+def test_the_bin_loss_trains_and_reports_every_metric(vivid_run):
+    metrics = json.loads((vivid_run / "metrics.json").read_text())
+    first, second = metrics["history"]
+    assert second["train"]["loss"] < first["train"]["loss"]
+    assert 0 < metrics["test"]["ab_auc"] < 1
+    saved = json.loads((vivid_run / "best" / "config.json").read_text())
+    assert saved["settings"]["head"] == "bins" and saved["settings"]["temperature"] == 0.38
+
+
+def test_temperature_at_use_time_changes_the_colours(vivid_run, small_dir):
+    cold, warm = evaluate_run(vivid_run, temperature=0.1), evaluate_run(vivid_run, temperature=1.0)
+    assert cold["colorfulness_pred"] != warm["colorfulness_pred"]
+    result = run_cli("evaluate", "--checkpoint", vivid_run, "--temperature", "0.1", "--json")
+    assert json.loads(result.stdout)["colorfulness_pred"] == pytest.approx(cold["colorfulness_pred"], rel=1e-6)
+    refused = run_cli("evaluate", "--checkpoint", vivid_run, "--temperature", "0", check=False)
+    assert refused.returncode != 0 and "--temperature must be positive" in refused.stderr
+
+
+def test_colourizing_photos_of_any_size_at_a_temperature_keeps_their_l(vivid_run, tmp_path):
+    photo = tmp_path / "in" / "wide.png"
+    photo.parent.mkdir()
+    rgb = (np.random.default_rng(0).random((45, 77, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(photo)
+    outputs = {}
+    for temperature in ("0.1", "1"):
+        out = tmp_path / f"out-{temperature}"
+        run_cli("colorize", "--checkpoint", vivid_run, photo, "--out", out, "--temperature", temperature)
+        outputs[temperature] = np.asarray(Image.open(out / "wide.png"))
+        assert outputs[temperature].shape == rgb.shape
+        assert np.abs(rgb2lab(outputs[temperature])[..., 0] - rgb2lab(rgb)[..., 0]).max() < 0.5
+    assert not np.array_equal(outputs["0.1"], outputs["1"])
+
+
+def test_temperature_is_refused_for_a_network_that_regresses_ab(tmp_path):
+    folder = tmp_path / "model"
+    save_model(create_model("fusion"), folder, "fusion", FusionSettings(), [str(i) for i in range(10)], 32)
+    with pytest.raises(ColorizeError, match="bin head"):
+        load_model(folder, temperature=0.5)
+
+
+def test_compare_draws_a_row_per_temperature(vivid_run, small_dir, tmp_path):
+    out = tmp_path / "compare.png"
+    run_cli("compare", vivid_run, "--out", out, "--temperatures", "1", "0.38")
+    rows_two = Image.open(out).size[1]
+    run_cli("compare", vivid_run, "--out", out)
+    assert rows_two > Image.open(out).size[1]
+
+
+def test_the_auc_counts_pixels_within_each_threshold():
+    sums = MetricSums(torch.device("cpu"))
+    true = torch.zeros(1, 2, 1, 4)
+    pred = torch.tensor([[0.0, 3.0, 0.5, 200.0], [0.0, 0.0, 0.0, 0.0]]).view(1, 2, 1, 4)
+    sums.update(torch.full((1, 1, 1, 4), 50.0), pred, true, None, torch.zeros(1, dtype=torch.long))
+    # errors 0, 3, 0.5, 200: within t for t = 0, 1, 2, >= 3 (up to 150): 1, 2, 2, 3 of 4
+    expected = (1 + 2 + 2 + 3 * 148) / 4 / 151
+    assert sums.compute()["ab_auc"] == pytest.approx(expected)
