@@ -33,12 +33,11 @@ from colorize.config import DataConfig, load_config
 from colorize.data.loaders import build_loaders
 from colorize.data.manifest import read_manifest
 from colorize.engine.runtime import has_native_bf16, precision_label
-from colorize.engine.trainer import build_loss, data_prior
+from colorize.engine.trainer import build_loss, data_prior, recipe_model
 from colorize.errors import ColorizeError
 from colorize.optim import build_optimizer
 from colorize.run_dir import METRICS
 from colorize.launch import launch_command
-from colorize.models import create_model
 from colorize.models.base import Prediction, gflop_per_image
 from colorize.models.fusion import FusionColorizer
 
@@ -73,8 +72,7 @@ def profile_step(data_dir: Path, batch_size: int, top: int, overrides: Sequence[
     config, manifest = load_config(str(RECIPE), overrides), read_manifest(data_dir)
     resolution = manifest["resolution"]
     prior = data_prior(config, manifest, data_dir)
-    model = create_model(config.model.name, config.model.settings, len(manifest["classes"]), resolution,
-                         bins=None if prior is None else prior.centres)
+    model = recipe_model(config, manifest, prior)
     layout = torch.channels_last if config.train.channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
     optimizer = build_optimizer(config.optim.name, config.optim.settings, model, config.optim.settings.lr)
@@ -204,8 +202,8 @@ def train_benchmark(data_dir: Path, steps: int = 16, batch_size: int = 512, skip
             print(f"timing {name}...", file=sys.stderr, flush=True)
             entries[name] = training_run(data_dir, Path(scratch) / name, steps, batch_size, precision, launcher,
                                          overrides)
-    ours = gflop_per_image(create_model(config.model.name, config.model.settings, len(manifest["classes"]),
-                                        manifest["resolution"]), manifest["resolution"])
+    ours = gflop_per_image(recipe_model(config, manifest, data_prior(config, manifest, data_dir)),
+                           manifest["resolution"])
     # emulated bf16 is so slow that products of 512 x 512 show its rate in reasonable time
     sizes = {"fp32": 2048, "bf16": 2048 if native_bf16 else 512}
     peaks = {name: matmul_peak(dtype, device, sizes[name])

@@ -208,10 +208,15 @@ def build_loss(config: Config, prior: Optional[AbPrior], device: torch.device):
     return LOSSES.build(config.loss.name, config.loss.settings)
 
 
+def recipe_model(config: Config, manifest: dict, prior: Optional[AbPrior]) -> Colorizer:
+    """The config's network for the data's classes and resolution (a bin head gets the prior's bins)."""
+    return create_model(config.model.name, config.model.settings, num_classes=len(manifest["classes"]),
+                        resolution=manifest["resolution"], bins=None if prior is None else prior.centres)
+
+
 def build_model(config: Config, manifest: dict, accelerator: Accelerator, prior: Optional[AbPrior]) -> Colorizer:
     """The config's model for the data's classes and resolution, in the layout the config asks."""
-    model = create_model(config.model.name, config.model.settings, num_classes=len(manifest["classes"]),
-                         resolution=manifest["resolution"], bins=None if prior is None else prior.centres)
+    model = recipe_model(config, manifest, prior)
     if config.train.sync_batchnorm:
         model = sync_batchnorm(model, accelerator)
     if config.train.channels_last:
