@@ -52,7 +52,8 @@ def write_prior(data_dir: Path, ab_batches: Iterable[torch.Tensor]) -> dict:
     path = Path(data_dir) / PRIOR_FILE
     with atomic_path(path) as staged:
         tensors = {name: tensor.contiguous() for name, tensor in prior._asdict().items()}
-        save_file(tensors, str(staged), metadata={"sigma": str(SIGMA), "mix": str(MIX)})
+        # one metadata key: safetensors writes several in a random order, which would change the checksum
+        save_file(tensors, str(staged), metadata={"made_with": f"sigma={SIGMA}, mix={MIX}"})
         entry = {"file": PRIOR_FILE, "bins": len(centres), "bytes": staged.stat().st_size,
                  "sha256": sha256_file(staged)}
     return entry
