@@ -26,6 +26,13 @@ def run_cli(*args, env=None, check=True, timeout=600) -> subprocess.CompletedPro
     return result
 
 
+def smoke_config(data_dir, run_dir, *overrides):
+    """``configs/smoke.yaml`` on ``data_dir``, writing to ``run_dir``, with ``overrides``."""
+    from colorize.config import load_config
+
+    return load_config(str(REPO / "configs" / "smoke.yaml"), [f"data.dir={data_dir}", f"run.dir={run_dir}", *overrides])
+
+
 def synthetic_image(rng: np.random.Generator, label: int, size=(32, 32)) -> Image.Image:
     """A smooth image whose dominant colour depends on its class."""
     height, width = size

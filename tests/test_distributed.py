@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from colorize.config import load_config
 from colorize.engine.evaluate import evaluate_run
 from colorize.engine.trainer import train
-from conftest import REPO
+from conftest import REPO, smoke_config
 
 pytestmark = pytest.mark.slow
 ACCELERATE = Path(sys.executable).parent / "accelerate"
@@ -105,10 +104,7 @@ def test_early_stopping_is_agreed_by_both_processes(cifar_dir, tmp_path):
 
 def test_two_process_evaluation_counts_each_sample_once(small_dir, tmp_path):
     run_dir = tmp_path / "small"
-    config = load_config(str(REPO / "configs" / "smoke.yaml"),
-                         [f"data.dir={small_dir}", f"run.dir={run_dir}", "train.epochs=1",
-                          "data.batch_size=16"])
-    train(config)
+    train(smoke_config(small_dir, run_dir, "train.epochs=1", "data.batch_size=16"))
     single = evaluate_run(run_dir)
     double = json.loads(launch("evaluate", "--checkpoint", run_dir, "--json").stdout)
     assert (single["processes"], double["processes"]) == (1, 2)

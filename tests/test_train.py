@@ -12,15 +12,10 @@ from safetensors.torch import load_file
 from colorize.config import ConfigError, load_config
 from colorize.engine.trainer import train, train_from_cli
 from colorize.models import create_model
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, smoke_config
 from test_runtime import AVX2_ONLY
 
 pytestmark = pytest.mark.slow
-
-
-def smoke_config(data_dir, run_dir, *overrides):
-    return load_config(str(REPO / "configs" / "smoke.yaml"),
-                       [f"data.dir={data_dir}", f"run.dir={run_dir}", *overrides])
 
 
 def metrics_of(run_dir):

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from skimage.color import rgb2lab
 
-from colorize.config import ConfigError, load_config
+from colorize.config import ConfigError
 from colorize.errors import ColorizeError
 from colorize.data.manifest import DataError
 from colorize.data.prepare import prepare
@@ -22,14 +22,13 @@ from colorize.models import create_model
 from colorize.models.fusion import FusionSettings
 from colorize.models.saved import load_model, save_model
 from colorize.registry import MODELS
-from conftest import REPO, run_cli
+from conftest import run_cli, smoke_config
 
 BINS = ("model.head=bins", "loss.name=bins_class")
 
 
 def vivid_config(data_dir, run_dir, *overrides):
-    return load_config(str(REPO / "configs" / "smoke.yaml"),
-                       [f"data.dir={data_dir}", f"run.dir={run_dir}", "data.batch_size=16", *BINS, *overrides])
+    return smoke_config(data_dir, run_dir, "data.batch_size=16", *BINS, *overrides)
 
 
 @pytest.fixture(scope="module")
