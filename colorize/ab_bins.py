@@ -31,37 +31,47 @@ def gamut_bins(levels: int = 128) -> torch.Tensor:
     return _gamut_bins(levels).clone()
 
 
-def nearest_bins(ab: torch.Tensor, centres: torch.Tensor, count: int = NEIGHBOURS):
-    """Squared distances and indices of the ``count`` nearest bin centres of each ab value:
-    ``ab`` (N, 2, H, W) -> two (N, count, H, W) tensors."""
-    points = ab.float().permute(0, 2, 3, 1).reshape(-1, 2)
-    squared = (points.square().sum(1, keepdim=True) - 2 * points @ centres.T
-               + centres.square().sum(1)).clamp_min(0)
-    distances, indices = squared.topk(count, dim=1, largest=False)
-    n, _, h, w = ab.shape
-    shape = (n, h, w, count)
-    return distances.view(shape).permute(0, 3, 1, 2), indices.view(shape).permute(0, 3, 1, 2)
+class BinLookup:
+    """The ``count`` nearest bins of ab values, exactly and without comparing every centre: a
+    table gives, for each grid cell, the few bins that can be among the ``count`` nearest of a
+    value in that cell (those whose nearest point of the cell is no farther than the
+    ``count``-th smallest farthest point). Exact for |a|, |b| up to 165 ab units, which holds
+    every sRGB colour."""
+
+    def __init__(self, centres: torch.Tensor, count: int = NEIGHBOURS):
+        self.count = count
+        side = torch.arange(-_REACH, _REACH + 1, device=centres.device, dtype=torch.float32)
+        cells = torch.cartesian_prod(side, side)  # in grid steps, row-major
+        offsets = (centres.float() / GRID)[None] - cells[:, None]  # (cells, bins, 2)
+        closest = (offsets.abs() - 0.5).clamp_min(0).square().sum(-1)
+        farthest = (offsets.abs() + 0.5).square().sum(-1)
+        bound = farthest.kthvalue(count, dim=1, keepdim=True).values
+        possible = closest <= bound
+        order = possible.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :int(possible.sum(1).max())]
+        possible = possible.gather(1, order)
+        self.candidates = torch.where(possible, order, 0)  # (cells, K) bin indices
+        # their a and b, infinitely far where a cell has fewer than K candidates
+        self.a, self.b = (torch.where(possible, centres.float()[order, axis], float("inf")) for axis in (0, 1))
+
+    def nearest(self, ab: torch.Tensor):
+        """Squared distances and indices of the nearest bins of each value, nearest first:
+        ``ab`` (N, 2, H, W) -> two (N, count, H, W) tensors."""
+        n, _, h, w = ab.shape
+        a, b = ab.float().permute(0, 2, 3, 1).reshape(-1, 2).unbind(1)
+        side = 2 * _REACH + 1
+        cell_a, cell_b = ((values / GRID).round().long().clamp(-_REACH, _REACH) + _REACH for values in (a, b))
+        cell = cell_a * side + cell_b
+        squared = (a[:, None] - self.a.index_select(0, cell)).square() + (b[:, None] - self.b.index_select(0, cell)).square()
+        distances, which = squared.topk(self.count, dim=1, largest=False)
+        indices = self.candidates.index_select(0, cell).gather(1, which)
+        shape = (n, h, w, self.count)
+        return distances.view(shape).permute(0, 3, 1, 2), indices.view(shape).permute(0, 3, 1, 2)
 
 
-def nearest_bin(ab: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """Index of the nearest bin centre of each ab value: (N, 2, H, W) -> (N, H, W). A value
-    whose grid cell is a bin belongs to that bin (the bins are cells of one grid); the rare
-    others are compared with every centre."""
-    table = torch.full((2 * _REACH + 1, 2 * _REACH + 1), -1, dtype=torch.long, device=ab.device)
-    table[tuple((centres / GRID).round().long().T.to(ab.device) + _REACH)] = torch.arange(len(centres), device=ab.device)
-    cell = (ab.float() / GRID).round().long().clamp(-_REACH, _REACH) + _REACH
-    index = table[cell[:, 0], cell[:, 1]]
-    outside = index < 0
-    if outside.any():
-        index[outside] = nearest_bins(ab.permute(0, 2, 3, 1)[outside].T[None, :, :, None], centres, 1)[1].flatten()
-    return index
-
-
-def soft_encode(ab: torch.Tensor, centres: torch.Tensor, sigma: float = SIGMA,
-                count: int = NEIGHBOURS):
-    """Each true ab value as weights on its ``count`` nearest bins (a Gaussian of ``sigma`` of
-    the distance, summing to 1): (weights, indices), both (N, count, H, W)."""
-    squared, indices = nearest_bins(ab, centres, count)
+def soft_encode(ab: torch.Tensor, lookup: BinLookup, sigma: float = SIGMA):
+    """Each true ab value as weights on its ``lookup.count`` nearest bins (a Gaussian of
+    ``sigma`` of the distance, summing to 1): (weights, indices), both (N, count, H, W)."""
+    squared, indices = lookup.nearest(ab)
     return torch.softmax(-squared / (2 * sigma**2), dim=1), indices
 
 
@@ -70,5 +80,5 @@ def annealed_mean(scores: torch.Tensor, centres: torch.Tensor, temperature: floa
     the distribution softmax(scores / temperature). T = 1 is the mean, T -> 0 the mode."""
     if temperature <= 0:
         raise ValueError(f"the temperature must be positive, got {temperature}")
-    probabilities = torch.softmax(scores.float() / temperature, dim=1)
-    return torch.einsum("nqhw,qc->nchw", probabilities, centres.to(probabilities))
+    probabilities = torch.softmax(scores.float().permute(0, 2, 3, 1) / temperature, dim=-1)  # bins last
+    return (probabilities @ centres.to(probabilities)).permute(0, 3, 1, 2)

@@ -70,12 +70,15 @@ class TrainConfig:
     sync_batchnorm: bool = False  # BatchNorm statistics over all processes (GPUs only)
     deterministic: bool = False  # deterministic algorithms (for exact resume on CUDA; slower)
     compile: bool = False  # torch.compile the model (measured no faster here: see the README)
+    ema: float = 0.0  # decay of a moving average of the weights that is validated, saved and tested; 0: off
 
     def __post_init__(self):
         _check_choices("train", self)
         for key in ("epochs", "grad_accum", "patience", "log_every"):
             check_positive(f"train.{key}", getattr(self, key))
         check_positive("train.threads", self.threads)
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"train.ema must be at least 0 (off) and below 1, got {self.ema}")
 
 
 @dataclass

@@ -1,14 +1,15 @@
 """Training objectives by name (``loss.name``). A loss is built from its settings (and, if its
 class sets ``needs_prior``, the training split's ab prior) and called with the model's
 :class:`Prediction` and the batch; it returns named parts, ``total`` being the one optimized.
-The trainer logs every part as ``loss_<part>`` (``total`` as ``loss``)."""
+The trainer logs every part as ``loss_<part>`` (``total`` as ``loss``). A loss class names the
+``model.head`` whose output it scores in ``head``."""
 from dataclasses import dataclass
 from typing import Dict
 
 import torch
 from torch.nn import functional as F
 
-from colorize.ab_bins import soft_encode
+from colorize.ab_bins import BinLookup, soft_encode
 from colorize.data.prior import AbPrior
 from colorize.errors import ConfigError, check_positive
 from colorize.models.base import Prediction
@@ -30,6 +31,8 @@ class HuberClassSettings:
 class HuberClassLoss:
     """The report's objective: Huber on every ab value plus ``class_weight`` x cross-entropy of
     the class, in float32."""
+
+    head = "ab"
 
     def __init__(self, settings: HuberClassSettings):
         self.settings = settings
@@ -58,20 +61,24 @@ class RebalancedBinLoss:
     each pixel weighted by its nearest bin's rebalancing weight; plus ``class_weight`` x the
     cross-entropy of the class. In float32."""
 
+    head = "bins"
     needs_prior = True
 
     def __init__(self, settings: BinsClassSettings, prior: AbPrior):
-        self.settings, self.prior = settings, prior
+        self.settings, self.prior, self.lookup = settings, prior, BinLookup(prior.centres)
 
     def __call__(self, prediction: Prediction, batch) -> Dict[str, torch.Tensor]:
-        if prediction.ab_scores is None:
-            raise ConfigError("loss.name=bins_class needs a network with a bin head: set model.head=bins")
-        targets, bins = soft_encode(batch.ab, self.prior.centres)
-        log_probabilities = F.log_softmax(prediction.ab_scores.float(), dim=1).gather(1, bins)
-        per_pixel = -(targets * log_probabilities).sum(1)
+        targets, bins = soft_encode(batch.ab, self.lookup)
         if self.settings.rebalance:
-            per_pixel = per_pixel * self.prior.weights[bins[:, 0]]
-        color = per_pixel.mean()
+            targets = targets * self.prior.weights[bins[:, :1]]
+        # The scores may be coarser than the image by a factor f: each score then stands for f x f
+        # pixels, whose targets are gathered beside each other (channels) at the scores' resolution.
+        factor = batch.ab.shape[-1] // prediction.ab_scores.shape[-1]
+        targets, bins = F.pixel_unshuffle(targets, factor), F.pixel_unshuffle(bins, factor)
+        bins_last = (0, 2, 3, 1)  # the layout in which the network's channels-last scores are contiguous
+        log_probabilities = F.log_softmax(prediction.ab_scores.float().permute(bins_last), dim=-1)
+        picked = log_probabilities.gather(-1, bins.permute(bins_last))
+        color = -(targets.permute(bins_last) * picked).sum() / (targets.shape[0] * batch.ab.shape[-2] * batch.ab.shape[-1])
         classification = F.cross_entropy(prediction.logits.float(), batch.label)
         return {"total": color + self.settings.class_weight * classification, "color": color,
                 "class": classification}

@@ -49,9 +49,10 @@ def _spread(values: List[float], fmt: str) -> str:
 
 def _network(run_dir: Path, settings: dict) -> Dict[str, str]:
     loaded = load_model(run_dir / BEST)
-    regression = settings.get("model.head", "ab") == "ab"  # then the bin head's settings mean nothing
+    # settings that are off, and the bin head's with an ab head, say nothing of the network
+    regression = settings.get("model.head", "ab") == "ab"
     shown = {k: v for k, v in settings.items() if k.startswith("model.") and k != "model.name"
-             and not (regression and k in ("model.head", "model.temperature"))}
+             and v is not False and not (regression and k in ("model.head", "model.temperature"))}
     name = settings["model.name"] + "".join(f", {k[6:]}={v}" for k, v in shown.items())
     return {"network": name, "parameters": f"{parameter_count(loaded.model):,}",
             "GFLOP/image": f"{gflop_per_image(loaded.model, loaded.resolution):.3f}"}

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from colorize.ab_bins import GRID, annealed_mean, gamut_bins, nearest_bin, soft_encode
+from colorize.ab_bins import GRID, BinLookup, annealed_mean, gamut_bins, soft_encode
 from colorize.color import rgb_to_lab
 from colorize.data.prior import count_bins, rebalanced
 
@@ -12,6 +12,10 @@ from colorize.data.prior import count_bins, rebalanced
 @pytest.fixture(scope="module")
 def centres():
     return gamut_bins()
+
+
+def nearest_bin(ab, centres):
+    return BinLookup(centres, 1).nearest(ab)[1][:, 0]
 
 
 def random_colours(count, seed=0):
@@ -33,20 +37,31 @@ def test_every_srgb_colour_is_within_half_a_grid_diagonal_of_a_bin_centre(centre
     assert distance.max() <= GRID / 2 * math.sqrt(2) + 1e-4
 
 
+@pytest.mark.parametrize("count", [1, 5, 8])
+def test_the_lookup_finds_the_nearest_bins_of_any_value_as_a_search_of_every_centre_does(centres, count):
+    generator = torch.Generator().manual_seed(count)
+    inside = random_colours(3000, seed=count)
+    anywhere = torch.rand(1, 2, 1, 3000, generator=generator) * 330 - 165  # mostly outside the gamut
+    for ab in (inside, anywhere):
+        squared, indices = BinLookup(centres, count).nearest(ab)
+        assert squared.shape == indices.shape == (1, count, 1, 3000)
+        every = torch.cdist(ab[0, :, 0].T.double(), centres.double()).square()
+        expected = every.topk(count, dim=1, largest=False).values  # (3000, count), nearest first
+        found = indices[0, :, 0].T
+        assert torch.allclose(every.gather(1, found), expected)  # the nearest (up to exact ties), in order
+        assert torch.allclose(squared[0, :, 0].T.double(), expected, rtol=1e-4, atol=1e-2)
+        assert (found.sort(1).values.diff(dim=1) > 0).all()  # distinct bins
+
+
 def test_soft_encoding_spreads_a_colour_over_its_five_nearest_bins(centres):
+    lookup = BinLookup(centres)
     ab = random_colours(500, seed=1)
-    weights, indices = soft_encode(ab, centres)
+    weights, indices = soft_encode(ab, lookup)
     assert weights.shape == indices.shape == (1, 5, 1, 500)
     assert torch.allclose(weights.sum(1), torch.ones(1, 1, 500))
-    points = ab[0, :, 0].T  # (500, 2)
-    expected = torch.cdist(points, centres).argsort(dim=1)[:, :5]
-    assert torch.equal(indices[0, :, 0].T.sort(1).values, expected.sort(1).values)
-    assert torch.equal(nearest_bin(ab, centres)[0, 0], expected[:, 0])
-    far = torch.tensor([200.0, -150.0]).view(1, 2, 1, 1)  # outside the gamut and the grid
-    assert nearest_bin(far, centres).item() == torch.cdist(far.view(1, 2), centres).argmin().item()
     assert (weights[:, :-1] >= weights[:, 1:]).all()  # nearer bins weigh more
     on_centre = centres[7].view(1, 2, 1, 1)
-    weights, indices = soft_encode(on_centre, centres)
+    weights, indices = soft_encode(on_centre, lookup)
     assert indices[0, 0, 0, 0] == 7 and weights[0, 0, 0, 0] > 0.5
 
 

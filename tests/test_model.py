@@ -78,3 +78,23 @@ def test_every_registered_network_predicts_ab_and_classes_and_learns(name):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     bigger = create_model(name, None, num_classes=3, resolution=64)
     assert bigger(torch.rand(2, 1, 64, 64) * 100).ab.shape == (2, 2, 64, 64)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_flip_average_predicts_the_mean_of_each_image_and_its_mirror_image_in_eval_mode_only(name):
+    torch.manual_seed(0)
+    settings = MODELS.entry(name).settings(flip_average=True)
+    model = create_model(name, settings, num_classes=10, resolution=32).eval()
+    l = torch.rand(3, 1, 32, 32) * 100
+    averaged = model(l)
+    model.flip_average = False
+    direct, mirrored = model(l), model(l.flip(-1))
+    assert torch.allclose(averaged.ab, (direct.ab + mirrored.ab.flip(-1)) / 2, atol=1e-4)
+    assert torch.allclose(averaged.logits, (direct.logits + mirrored.logits) / 2, atol=1e-4)
+    assert not torch.allclose(averaged.ab, direct.ab, atol=1e-2)  # the mirror image does count
+    model.flip_average = True
+    batches = []
+    model.predict = lambda l, predict=model.predict: batches.append(len(l)) or predict(l)
+    model.train()(l)
+    model.eval()(l)
+    assert batches == [3, 6]  # training sees each image once; evaluation it and its mirror, in one batch

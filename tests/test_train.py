@@ -141,6 +141,24 @@ def test_accumulation_ends_with_the_epoch_and_resumes_exactly(cifar_dir, tmp_pat
         assert torch.equal(resumed[name], tensor), name
 
 
+def test_the_weight_average_is_validated_saved_as_best_and_resumed_exactly(cifar_dir, tmp_path):
+    settings = ("train.ema=0.9", "data.train_limit=256", "data.eval_limit=128", "train.patience=5")
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train(smoke_config(cifar_dir, whole, *settings))
+    train(smoke_config(cifar_dir, split, "train.epochs=1", *settings))
+    average = torch.load(split / "last" / "custom_checkpoint_1.pkl", weights_only=True)
+    assert average["n_averaged"].item() == 4  # one update per optimizer step
+    best = load_file(str(split / "best" / "model.safetensors"))  # best epoch: the only one
+    trained = load_file(str(split / "last" / "model.safetensors"))
+    assert all(torch.equal(tensor, average[f"module.{name}"]) for name, tensor in best.items())
+    assert not torch.equal(best["classifier.weight"], trained["classifier.weight"])
+    resume(split, "train.epochs=2")
+    assert metrics_of(split)["history"][1]["val"] == metrics_of(whole)["history"][1]["val"]
+    assert metrics_of(split)["test"] == metrics_of(whole)["test"]
+    with pytest.raises(ConfigError, match="train.ema cannot change when resuming"):
+        resume(split, "train.epochs=3", "train.ema=0.5")
+
+
 def test_resume_uses_the_previous_last_when_it_was_being_replaced(two_epochs, tmp_path, capsys):
     import shutil
 

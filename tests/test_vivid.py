@@ -3,6 +3,7 @@ rebalanced loss, and the temperature chosen at use time."""
 import json
 import os
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,15 +11,19 @@ import torch
 from PIL import Image
 from skimage.color import rgb2lab
 
+from colorize.ab_bins import BinLookup, gamut_bins, soft_encode
+from colorize.color import rgb_to_lab
 from colorize.config import ConfigError
 from colorize.errors import ColorizeError
 from colorize.data.manifest import DataError
 from colorize.data.prepare import prepare
-from colorize.data.prior import PRIOR_FILE, read_prior
+from colorize.data.prior import PRIOR_FILE, AbPrior, read_prior
 from colorize.engine.evaluate import evaluate_run
 from colorize.engine.trainer import train
+from colorize.losses import BinsClassSettings, RebalancedBinLoss
 from colorize.metrics import MetricSums
 from colorize.models import create_model
+from colorize.models.base import Prediction
 from colorize.models.fusion import FusionSettings
 from colorize.models.saved import load_model, save_model
 from colorize.registry import MODELS
@@ -78,9 +83,12 @@ def test_a_damaged_prior_is_refused_by_name_and_rebuilt_by_prepare(small_source,
     read_prior(out, json.loads((out / "manifest.json").read_text()))
 
 
-def test_the_bin_loss_without_a_bin_head_says_what_to_set(small_dir, tmp_path):
-    with pytest.raises(ConfigError, match="set model.head=bins"):
-        train(vivid_config(small_dir, tmp_path / "run", "model.head=ab"))
+@pytest.mark.parametrize("head, loss", [("ab", "bins_class"), ("bins", "huber_class")])
+def test_a_loss_for_another_head_is_refused_before_training_says_what_to_set(small_dir, tmp_path, head, loss):
+    scored = "bins" if loss == "bins_class" else "ab"
+    with pytest.raises(ConfigError, match=f"loss.name={loss} .* set model.head={scored}"):
+        train(vivid_config(small_dir, tmp_path / "run", f"model.head={head}", f"loss.name={loss}"))
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("name", MODELS.names())
@@ -88,9 +96,29 @@ def test_every_network_takes_a_bin_head(name):
     centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, -10.0]])
     settings = MODELS.entry(name).settings(head="bins")
     model = create_model(name, settings, num_classes=3, resolution=32, bins=centres)
-    prediction = model(torch.rand(2, 1, 32, 32) * 100)
-    assert prediction.ab_scores.shape == (2, 3, 32, 32) and prediction.ab.shape == (2, 2, 32, 32)
+    l = torch.rand(2, 1, 32, 32) * 100
+    training = model.train()(l)
+    assert training.ab_scores.shape == (2, 3, 16, 16) and training.ab is None  # the loss scores the bins
+    prediction = model.eval()(l)
+    assert prediction.ab_scores.shape == (2, 3, 16, 16) and prediction.ab.shape == (2, 2, 32, 32)
     assert prediction.ab.abs().max() <= 10
+
+
+def test_the_bin_loss_of_coarse_scores_is_the_cross_entropy_of_each_pixel_against_the_score_covering_it():
+    centres = gamut_bins()
+    generator = torch.Generator().manual_seed(0)
+    weights = torch.rand(len(centres), generator=generator) + 0.5
+    loss = RebalancedBinLoss(BinsClassSettings(class_weight=0.0), AbPrior(centres, weights / weights.sum(), weights))
+    ab = rgb_to_lab(torch.rand(2, 3, 8, 8, generator=generator, dtype=torch.float64))[:, 1:].float()
+    batch = SimpleNamespace(ab=ab, label=torch.zeros(2, dtype=torch.long))
+    coarse = torch.randn(2, len(centres), 4, 4, generator=generator)
+    fine = coarse.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # each score over its 2 x 2 pixels
+    targets, bins = soft_encode(ab, BinLookup(centres))
+    dense = torch.zeros_like(fine).scatter_(1, bins, targets) * weights[bins[:, :1]]
+    expected = -(dense * torch.log_softmax(fine, dim=1)).sum(1).mean()
+    for scores in (coarse, fine):
+        color = loss(Prediction(ab, torch.zeros(2, 10), scores), batch)["color"]
+        assert color.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_the_bin_loss_trains_and_reports_every_metric(vivid_run):

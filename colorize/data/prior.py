@@ -9,7 +9,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from colorize.ab_bins import SIGMA, gamut_bins, nearest_bin
+from colorize.ab_bins import SIGMA, BinLookup, gamut_bins
 from colorize.data import manifest as mf
 from colorize.io import atomic_path, sha256_file
 
@@ -38,9 +38,9 @@ def rebalanced(counts: torch.Tensor, centres: torch.Tensor, sigma: float = SIGMA
 
 def count_bins(ab_batches: Iterable[torch.Tensor], centres: torch.Tensor) -> torch.Tensor:
     """Pixels of every ab batch (N, 2, H, W) whose nearest bin is each of ``centres``."""
-    counts = torch.zeros(len(centres), dtype=torch.float64)
+    counts, lookup = torch.zeros(len(centres), dtype=torch.float64), BinLookup(centres, 1)
     for ab in ab_batches:
-        counts += torch.bincount(nearest_bin(ab, centres).flatten(), minlength=len(centres))
+        counts += torch.bincount(lookup.nearest(ab)[1].flatten(), minlength=len(centres))
     return counts
 
 

@@ -30,6 +30,7 @@ from colorize.engine.evaluate import evaluate
 from colorize.engine.runtime import (Precision, cpu_description, create_accelerator, parameter_checksums,
                                      precision_label, sync_batchnorm, sync_buffers)
 from colorize.engine.visuals import EpochVisuals
+from colorize.engine.weight_average import WeightAverage
 from colorize.errors import ColorizeError
 from colorize.io import atomic_write_text
 from colorize.models import Colorizer, create_model
@@ -83,10 +84,16 @@ class Training:
     loss: object
     state: TrainState
     effective_batch: int
+    average: Optional[WeightAverage]  # with train.ema
 
     @property
     def plain_model(self) -> Colorizer:
         return self.accelerator.unwrap_model(self.model)
+
+    @property
+    def evaluated_model(self) -> Colorizer:
+        """What is validated, saved as best and tested: the weight average, if the run keeps one."""
+        return self.plain_model if self.average is None else self.average.model
 
 
 class _Window:
@@ -146,6 +153,8 @@ def _optimizer_step(training: Training) -> None:
     training.optimizer.step()
     if not getattr(training.optimizer, "step_was_skipped", False):  # fp16: skipped on overflow
         training.schedule.step()
+        if training.average is not None:
+            training.average.update(training.plain_model)
     training.optimizer.zero_grad(set_to_none=True)
     training.state.step += 1
 
@@ -197,6 +206,15 @@ def data_prior(config: Config, manifest: dict, data_dir: Path) -> Optional[AbPri
     return None
 
 
+def check_loss_fits_head(config: Config) -> None:
+    """Refuse, by name, a loss that scores another head than the network has."""
+    head = getattr(config.model.settings, "head", "ab")
+    scored = getattr(LOSSES.entry(config.loss.name).factory, "head", head)
+    if scored != head:
+        raise ConfigError(f"loss.name={config.loss.name} scores a network's {scored} head, and model.head is "
+                          f"{head}: set model.head={scored}, or choose a loss for model.head={head}")
+
+
 def _needs_prior(loss_name: str) -> bool:
     return getattr(LOSSES.entry(loss_name).factory, "needs_prior", False)
 
@@ -230,6 +248,7 @@ def build(config: Config, accelerator: Accelerator, precision: Precision,
           loaders: Dict[str, SplitLoader], manifest: dict) -> Training:
     """Model, optimizer, schedule and loss of ``config``, prepared by ``accelerator``."""
     world = accelerator.num_processes
+    check_loss_fits_head(config)
     prior = data_prior(config, manifest, Path(config.data.dir))
     model = build_model(config, manifest, accelerator, prior)
     lr = learning_rate(config.optim.settings, world)
@@ -240,16 +259,20 @@ def build(config: Config, accelerator: Accelerator, precision: Precision,
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
     state = TrainState(EarlyStopping(config.train.patience, config.train.min_delta))
     accelerator.register_for_checkpointing(state)
+    average = None
+    if config.train.ema:
+        average = WeightAverage(accelerator.unwrap_model(model), config.train.ema)
+        accelerator.register_for_checkpointing(average)
     batch = effective_batch(per_process_batch_size(config.data, world), world, config.train.grad_accum)
     return Training(config, accelerator, precision, manifest, loaders, model, optimizer, schedule,
-                    build_loss(config, prior, accelerator.device), state, batch)
+                    build_loss(config, prior, accelerator.device), state, batch, average)
 
 
 # --- resume --------------------------------------------------------------------------------------
 
 # Settings that define what a run learns from: a resumed run must keep them.
 _FIXED_ON_RESUME = ("model.", "loss.name", "optim.name", "schedule.name", "data.train_limit", "data.eval_limit",
-                    "data.batch_size", "data.batch_size_scope", "data.hflip", "data.shift")
+                    "data.batch_size", "data.batch_size_scope", "data.hflip", "data.shift", "train.ema")
 
 
 def _check_resume_keeps(previous: Config, config: Config) -> None:
@@ -326,7 +349,7 @@ def _write_metrics(training: Training, test: Optional[dict] = None) -> dict:
 
 def _save_best(training: Training) -> None:
     config, manifest = training.config, training.manifest
-    save_model(training.plain_model, config.run.path / BEST, config.model.name, config.model.settings,
+    save_model(training.evaluated_model, config.run.path / BEST, config.model.name, config.model.settings,
                manifest["classes"], manifest["resolution"])
 
 
@@ -340,8 +363,10 @@ def fit(training: Training, visuals: Optional[EpochVisuals]) -> None:
         started = time.perf_counter()
         train_values = train_epoch(training, epoch)
         sync_buffers(plain_model, accelerator)
+        if training.average is not None:
+            sync_buffers(training.average.model, accelerator)
         checksums = parameter_checksums(plain_model, accelerator)
-        val = evaluate(plain_model, training.loaders["val"], accelerator)
+        val = evaluate(training.evaluated_model, training.loaders["val"], accelerator)
         if state.early_stopping.update(val["ab_l1"], epoch + 1) and accelerator.is_main_process:
             _save_best(training)
         state.epoch = epoch + 1
@@ -349,7 +374,7 @@ def fit(training: Training, visuals: Optional[EpochVisuals]) -> None:
                               "model_checksums": checksums, "seconds": time.perf_counter() - started})
         accelerator.log({f"val/{k}": v for k, v in val.items()} | {"epoch": epoch + 1}, step=state.step)
         if visuals is not None:
-            visuals.grid(plain_model, epoch + 1, state.step)
+            visuals.grid(training.evaluated_model, epoch + 1, state.step)
         checkpoint.save_last(accelerator, config.run.path)
         if accelerator.is_main_process:
             _write_metrics(training)

@@ -11,9 +11,21 @@ class Prediction(NamedTuple):
     """What a colourization network predicts for a batch (a tuple, so DDP and Accelerate's
     precision wrappers pass it through)."""
 
-    ab: torch.Tensor  # (N, 2, H, W) in ab units
+    ab: Optional[torch.Tensor]  # (N, 2, H, W) in ab units; None from a bin head in training mode
     logits: Optional[torch.Tensor] = None  # (N, classes) class scores, for networks with a class head
-    ab_scores: Optional[torch.Tensor] = None  # (N, bins, H, W) ab-bin scores, for networks with a bin head
+    ab_scores: Optional[torch.Tensor] = None  # (N, bins, H/2, W/2) ab-bin scores, for networks with a bin head
+
+
+def average_with_mirror(prediction: Prediction) -> Prediction:
+    """The prediction for a batch of images followed by their mirror images, as the prediction
+    for the images alone: each output the mean of an image's and its mirror image's."""
+    def average(output: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        if output is None:
+            return None
+        direct, mirrored = output.chunk(2)
+        return (direct + (mirrored.flip(-1) if mirrored.dim() == 4 else mirrored)) / 2
+
+    return Prediction(*(average(output) for output in prediction))
 
 
 class Colorizer(nn.Module):
@@ -39,7 +51,7 @@ def gflop_per_image(model: nn.Module, resolution: int) -> float:
     l = torch.rand(4, 1, resolution, resolution) * 100
     with FlopCounterMode(display=False) as counter:
         prediction = model.train()(l)
-        loss = prediction.ab.square().mean()
+        loss = (prediction.ab if prediction.ab is not None else prediction.ab_scores).square().mean()
         if prediction.logits is not None:
             loss = loss + prediction.logits.sum()
         loss.backward()

@@ -14,7 +14,7 @@ from torch import nn
 
 from colorize.color import normalize_l
 from colorize.errors import ConfigError, check_positive
-from colorize.models.base import Colorizer, Prediction
+from colorize.models.base import Colorizer, Prediction, average_with_mirror
 from colorize.models.head import ColourHead, HeadSettings, colour_layer
 from colorize.registry import MODELS
 
@@ -94,6 +94,7 @@ class FusionColorizer(Colorizer):
             colour_layer(settings, width, decoder_groups, bins),
         )
         self.head = ColourHead(settings, bins)
+        self.flip_average = settings.flip_average
 
     def fuse(self, features: torch.Tensor):
         """The encoder's output -> (mid-level features fused with the global summary, the summary)."""
@@ -103,5 +104,10 @@ class FusionColorizer(Colorizer):
         return self.fusion(torch.cat((mid, tiled), dim=1)), summary
 
     def forward(self, l: torch.Tensor) -> Prediction:
+        if self.training or not self.flip_average:
+            return self.predict(l)
+        return average_with_mirror(self.predict(torch.cat((l, l.flip(-1)))))
+
+    def predict(self, l: torch.Tensor) -> Prediction:
         fused, summary = self.fuse(self.encoder(normalize_l(l)))
         return self.head(self.decoder(fused), self.classifier(summary))

@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from colorize.ab_bins import annealed_mean
 from colorize.color import ab_from_network
@@ -20,6 +21,7 @@ BIN_CENTRES = "head.decoder.centres"  # where a network's bin centres are in its
 class HeadSettings:
     head: str = "ab"  # ab: regress a and b | bins: scores over the ab bins, decoded by annealed mean
     temperature: float = 0.38  # bins: 1 decodes the mean colour, towards 0 the most likely one
+    flip_average: bool = False  # in eval mode, average the predictions for the image and its mirror image
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -28,18 +30,21 @@ class HeadSettings:
 
 
 def colour_layer(settings: HeadSettings, width: int, groups: int, bins: Optional[torch.Tensor]) -> nn.Module:
-    """The last layer: ``width`` channels at half resolution -> the head's output at full
-    resolution (2 ab channels in ``groups`` groups, or one score per bin)."""
+    """The last layer, from ``width`` channels at half resolution: 2 ab channels at full
+    resolution (in ``groups`` groups), or one score per bin at half resolution, as Zhang et al.
+    score bins below the image's resolution (a score per pixel would cost several times the
+    rest of the network)."""
     if settings.head == "ab":
         return nn.ConvTranspose2d(width, 2, 4, 2, 1, groups=groups)
     if bins is None:
         raise ConfigError("model.head=bins needs the ab bins of the prepared data (its ab prior)")
-    return nn.Sequential(nn.ConvTranspose2d(width, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+    return nn.Sequential(nn.Conv2d(width, width, 3, 1, 1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
                          nn.Conv2d(width, len(bins), 1))
 
 
 class BinDecoder(nn.Module):
-    """Bin scores -> ab by annealed mean; the bin centres are saved with the model."""
+    """Bin scores at half resolution -> ab by annealed mean, upsampled to full resolution; the
+    bin centres are saved with the model."""
 
     def __init__(self, centres: torch.Tensor, temperature: float):
         super().__init__()
@@ -47,7 +52,8 @@ class BinDecoder(nn.Module):
         self.temperature = temperature
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
-        return annealed_mean(scores, self.centres, self.temperature)
+        return F.interpolate(annealed_mean(scores, self.centres, self.temperature), scale_factor=2,
+                             mode="bilinear", align_corners=False)
 
 
 class ColourHead(nn.Module):
@@ -60,7 +66,8 @@ class ColourHead(nn.Module):
     def forward(self, output: torch.Tensor, logits: Optional[torch.Tensor]) -> Prediction:
         if self.decoder is None:
             return Prediction(ab_from_network(output), logits)
-        return Prediction(self.decoder(output), logits, output)
+        # training scores the bins; decoding them (as costly as scoring) is left to evaluation and use
+        return Prediction(None if self.training else self.decoder(output), logits, output)
 
 
 def has_bin_head(model: nn.Module) -> bool:

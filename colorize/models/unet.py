@@ -28,7 +28,7 @@ class UNetFusionColorizer(FusionColorizer):
         self.merge = nn.ModuleList([conv_bn_relu(4 * width, 2 * width, 3, 1, 1), conv_bn_relu(2 * width, width, 3, 1, 1)])
         self.decoder = colour_layer(settings, width, groups, bins)
 
-    def forward(self, l: torch.Tensor) -> Prediction:
+    def predict(self, l: torch.Tensor) -> Prediction:
         x = normalize_l(l)
         skips = []
         for index, layer in enumerate(self.encoder):
