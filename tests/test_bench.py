@@ -45,7 +45,7 @@ def test_the_training_benchmark_measures_a_network_with_a_bin_head(small_dir):
     result = run_cli("bench", "train", "--data", small_dir, "--steps", "1", "--batch-size", "16", "--json",
                      "--skip", "fp32", "bf16", "--set", "model.head=bins", "loss.name=bins_class")
     ours = json.loads(result.stdout)["entries"]["make_train"]
-    assert ours["images_per_s"] > 0 and ours["gflop_per_image"] > 0.15  # the bin scores cost more than ab
+    assert ours["images_per_s"] > 0 and ours["gflop_per_image"] > 0.12  # the bin scores cost more than ab (0.110)
 
 
 def test_a_mistyped_benchmark_setting_fails_before_any_timing(small_dir):
