@@ -199,29 +199,35 @@ def train_epoch(training: Training, epoch: int) -> Dict[str, float]:
 
 # --- build ---------------------------------------------------------------------------------------
 
+def _model_head(config: Config) -> str:
+    """The recipe network's ``model.head`` (a network without one regresses ab)."""
+    return getattr(config.model.settings, "head", "ab")
+
+
+def _loss_trait(config: Config, name: str, default):
+    """What the recipe's loss class declares as ``name`` (``head``, ``needs_prior``), else ``default``."""
+    return getattr(LOSSES.entry(config.loss.name).factory, name, default)
+
+
 def data_prior(config: Config, manifest: dict, data_dir: Path) -> Optional[AbPrior]:
     """The ab prior of the prepared data in ``data_dir``, read if the model's head or the loss uses it."""
-    if getattr(config.model.settings, "head", "ab") == "bins" or _needs_prior(config.loss.name):
+    if _model_head(config) == "bins" or _loss_trait(config, "needs_prior", False):
         return read_prior(data_dir, manifest)
     return None
 
 
 def check_loss_fits_head(config: Config) -> None:
     """Refuse, by name, a loss that scores another head than the network has."""
-    head = getattr(config.model.settings, "head", "ab")
-    scored = getattr(LOSSES.entry(config.loss.name).factory, "head", head)
+    head = _model_head(config)
+    scored = _loss_trait(config, "head", head)
     if scored != head:
         raise ConfigError(f"loss.name={config.loss.name} scores a network's {scored} head, and model.head is "
                           f"{head}: set model.head={scored}, or choose a loss for model.head={head}")
 
 
-def _needs_prior(loss_name: str) -> bool:
-    return getattr(LOSSES.entry(loss_name).factory, "needs_prior", False)
-
-
 def build_loss(config: Config, prior: Optional[AbPrior], device: torch.device):
     """The config's loss, given the ab prior (on ``device``) if it needs it."""
-    if _needs_prior(config.loss.name):
+    if _loss_trait(config, "needs_prior", False):
         return LOSSES.build(config.loss.name, config.loss.settings, AbPrior(*(t.to(device) for t in prior)))
     return LOSSES.build(config.loss.name, config.loss.settings)
 
