@@ -107,6 +107,14 @@ def _bench_train(args) -> int:
     return 0
 
 
+def _bench_prepare(args) -> int:
+    from colorize.prepare_benchmark import format_prepare_table, prepare_benchmark
+
+    result = prepare_benchmark(args.images, args.size, args.resolutions, args.folder)
+    print(json.dumps(result, indent=2) if args.json else format_prepare_table(result))
+    return 0
+
+
 _TEMPERATURE_HELP = ("for a network with a bin head: the annealed-mean temperature (1: the mean colour, "
                      "towards 0: the most likely one; default: the recipe's model.temperature)")
 
@@ -203,6 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
                           help="instead, profile a training step and print its TOP operators by time")
     training.add_argument("--json", action="store_true", help="print the figures as JSON")
     training.set_defaults(run=_bench_train)
+    preparing = benches.add_parser("prepare", help="images/s and peak memory of colorize prepare on "
+                                                   "generated JPEG photos")
+    preparing.add_argument("--images", type=int, default=20_000, help="photos to generate and prepare")
+    preparing.add_argument("--size", type=int, default=256, help="the photos' side in pixels")
+    preparing.add_argument("--resolutions", type=int, nargs="+", default=[32, 64], metavar="R",
+                           help="a colorize prepare --resolution per entry")
+    preparing.add_argument("--folder", type=Path, default=None,
+                           help="where the photos are generated, or were (default: under $COLORIZE_CACHE)")
+    preparing.add_argument("--json", action="store_true", help="print the figures as JSON")
+    preparing.set_defaults(run=_bench_prepare)
     return parser
 
 

@@ -42,14 +42,33 @@ def _check_nchw(x: torch.Tensor, what: str) -> None:
         raise TypeError(f"{what} must be a floating-point tensor, got {x.dtype}")
 
 
-def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """sRGB in [0, 1], shape (N, 3, H, W) -> CIELAB (L in [0, 100], a and b in about +-110)."""
-    _check_nchw(rgb, "rgb")
-    linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
-    xyz = _channel_matmul(_matrix(_XYZ_FROM_RGB, rgb), linear) / _white(rgb)
+def _linear(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1] -> linear RGB."""
+    return torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+
+
+def _linear_to_lab(linear: torch.Tensor) -> torch.Tensor:
+    xyz = _channel_matmul(_matrix(_XYZ_FROM_RGB, linear), linear) / _white(linear)
     f = torch.where(xyz > _EPSILON, xyz.clamp_min(_EPSILON) ** (1 / 3), _KAPPA * xyz + 16 / 116)
     fx, fy, fz = f.unbind(1)
     return torch.stack((116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)), dim=1)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1], shape (N, 3, H, W) -> CIELAB (L in [0, 100], a and b in about +-110)."""
+    _check_nchw(rgb, "rgb")
+    return _linear_to_lab(_linear(rgb))
+
+
+_LINEAR_OF_8_BITS = _linear(torch.arange(256, dtype=torch.float32) / 255)
+
+
+def rgb8_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """8-bit sRGB (N, 3, H, W) uint8 -> float32 CIELAB, as :func:`rgb_to_lab` of ``rgb / 255``
+    but linearised by a table of the 256 values."""
+    if rgb.ndim != 4 or rgb.shape[1] != 3 or rgb.dtype != torch.uint8:
+        raise ValueError(f"rgb must be a uint8 batch of shape (N, 3, H, W), got {rgb.dtype} {tuple(rgb.shape)}")
+    return _linear_to_lab(_LINEAR_OF_8_BITS.to(rgb.device)[rgb.long()])
 
 
 def _lab_to_unclipped_rgb(lab: torch.Tensor) -> torch.Tensor:

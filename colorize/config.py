@@ -71,6 +71,7 @@ class TrainConfig:
     deterministic: bool = False  # deterministic algorithms (for exact resume on CUDA; slower)
     compile: bool = False  # torch.compile the model (measured no faster here: see the README)
     ema: float = 0.0  # decay of a moving average of the weights that is validated, saved and tested; 0: off
+    checkpoint_every: int = 0  # optimizer steps between checkpoints of last/ within an epoch; 0: off
 
     def __post_init__(self):
         _check_choices("train", self)
@@ -79,6 +80,9 @@ class TrainConfig:
         check_positive("train.threads", self.threads)
         if not 0 <= self.ema < 1:
             raise ConfigError(f"train.ema must be at least 0 (off) and below 1, got {self.ema}")
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"train.checkpoint_every must be 0 (off) or a number of optimizer steps, "
+                              f"got {self.checkpoint_every}")
 
 
 @dataclass

@@ -30,9 +30,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def read_rgb(source: Union[str, Path, BinaryIO, bytes], name: str = "") -> Image.Image:
+def read_rgb(source: Union[str, Path, BinaryIO, bytes], name: str = "", at_least: int = 0) -> Image.Image:
     """Decode an image (a path, an open file or bytes) into an upright RGB Pillow image (its
-    EXIF orientation applied).
+    EXIF orientation applied). With ``at_least``, a JPEG is decoded at the smallest of 1/8,
+    1/4, 1/2 or full size whose sides are all at least that many pixels (the decoder's own
+    downscaling, far faster than decoding in full and resizing).
 
     Raises :class:`UnreadableImage` naming ``name`` (or the path) when it is not an image, or
     one too large for Pillow's decompression-bomb limit.
@@ -42,6 +44,8 @@ def read_rgb(source: Union[str, Path, BinaryIO, bytes], name: str = "") -> Image
         source = io.BytesIO(source)
     try:
         with Image.open(source) as image:
+            if at_least:
+                image.draft(None, (at_least, at_least))
             image.load()
             return _to_rgb(ImageOps.exif_transpose(image))
     except Image.DecompressionBombError as error:  # its message: pixels, then the limit

@@ -9,12 +9,19 @@ from pathlib import Path
 from typing import Iterator
 
 
+def temporary_path(path: Path) -> Path:
+    """A temporary name beside ``path`` (its folder created) that belongs to this process:
+    :func:`remove_stale_temporaries` removes it once the process is gone."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary = temporary_path(path)
     try:
         yield temporary
         os.replace(temporary, path)

@@ -55,6 +55,28 @@ def write_image_folder(root: Path, per_class=(40, 11), seed=0) -> Path:
     return root
 
 
+def read_source(spec, resolution: int):
+    """Every image of a data source decoded, as prepare decodes them (unreadable ones left out
+    and named): an object with ``classes``, ``skipped`` and ``splits[name].images / .labels``."""
+    from types import SimpleNamespace
+
+    from colorize.data.sources import open_source
+    from colorize.images import UnreadableImage
+
+    with open_source(str(spec)).listed() as listing:
+        skipped, splits = list(listing.skipped), {}
+        for name, items in listing.splits.items():
+            images, labels = [], []
+            for key, label in zip(items.keys, items.labels):
+                try:
+                    images.append(listing.image(key, resolution))
+                    labels.append(label)
+                except UnreadableImage as error:
+                    skipped.append(str(error))
+            splits[name] = SimpleNamespace(images=np.stack(images), labels=np.array(labels))
+        return SimpleNamespace(classes=listing.classes, splits=splits, skipped=skipped)
+
+
 @pytest.fixture(scope="session")
 def shared_tarball() -> Path:
     if not SHARED_TARBALL.is_file():

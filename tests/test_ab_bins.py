@@ -51,6 +51,8 @@ def test_the_lookup_finds_the_nearest_bins_of_any_value_as_a_search_of_every_cen
         assert torch.allclose(every.gather(1, found), expected)  # the nearest (up to exact ties), in order
         assert torch.allclose(squared[0, :, 0].T.double(), expected, rtol=1e-4, atol=1e-2)
         assert (found.sort(1).values.diff(dim=1) > 0).all()  # distinct bins
+        nearest = BinLookup(centres, count).nearest_index(ab)[0, 0]  # by the cell's own bin first
+        assert torch.allclose(every.gather(1, nearest[:, None])[:, 0], expected[:, 0])
 
 
 def test_soft_encoding_spreads_a_colour_over_its_five_nearest_bins(centres):
@@ -80,7 +82,7 @@ def test_annealed_mean_is_the_mean_at_one_and_the_mode_near_zero(centres):
 
 def test_the_prior_weights_rare_colours_up_with_mean_one_under_the_prior(centres):
     ab = torch.cat([torch.zeros(1, 2, 1, 900), centres[40].view(1, 2, 1, 1).expand(1, 2, 1, 100)], dim=3)
-    counts = count_bins([ab], centres)
+    counts = count_bins([ab], BinLookup(centres, 1))
     assert counts.sum() == 1000 and counts.max() == 900
     prior = rebalanced(counts, centres)
     grey, rare = nearest_bin(torch.zeros(1, 2, 1, 1), centres).item(), 40

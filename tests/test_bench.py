@@ -7,6 +7,7 @@ from colorize.bench import format_table, stored_rgb
 from colorize.config import DataConfig
 from colorize.data.loaders import build_loaders
 from colorize.data.prepare import PrepareSettings, prepare
+from colorize.prepare_benchmark import format_prepare_table
 from colorize.train_benchmark import format_train_table, profile_step
 from conftest import run_cli
 
@@ -59,6 +60,17 @@ def test_profile_names_the_costliest_operators(small_dir):
     shares = [float(line.split()[0].rstrip("%")) for line in table[1:6]]
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100
     assert "the optimizer step" in table[-2] and "per step of 8 images" in table[-1]
+
+
+def test_prepare_benchmark_measures_speed_and_peak_memory_of_the_prepare_command(tmp_path):
+    result = run_cli("bench", "prepare", "--images", "200", "--size", "48", "--resolutions", "16",
+                     "--folder", tmp_path / "photos", "--json")
+    figures = json.loads(result.stdout)
+    (run,) = figures["runs"]
+    assert run["resolution"] == 16 and run["images"] == 200 and run["images_per_s"] > 0
+    assert 100 < run["peak_memory_mb"] < 4000  # python, torch and FFCV's writer processes at least
+    assert len(list((tmp_path / "photos").glob("class*/*.jpg"))) == 200 and "cores" in figures["machine"]
+    assert format_prepare_table(figures).splitlines()[1].split()[:2] == ["16", "200"]
 
 
 def test_per_item_images_from_float16_storage_match_float32(small_source, small_dir, tmp_path):

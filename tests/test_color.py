@@ -3,7 +3,7 @@ import pytest
 import torch
 from skimage.color import lab2rgb, rgb2lab
 
-from colorize.color import ab_from_network, join_lab, lab_to_rgb, normalize_l, rgb_to_lab
+from colorize.color import ab_from_network, join_lab, lab_to_rgb, normalize_l, rgb8_to_lab, rgb_to_lab
 
 EDGES = np.array([
     [0, 0, 0], [1, 1, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1],
@@ -60,6 +60,14 @@ def test_float32_batches_keep_dtype_and_agree():
     assert lab32.dtype == torch.float32 and lab32.shape == (4, 3, 8, 12)
     torch.testing.assert_close(lab32.double(), rgb_to_lab(rgb), atol=2e-3, rtol=0)
     assert lab_to_rgb(lab32).dtype == torch.float32
+
+
+def test_8_bit_images_convert_through_a_table_as_their_floats_do():
+    every = torch.arange(256, dtype=torch.uint8)
+    rgb = torch.stack((every, every.flip(0), every.roll(7))).reshape(1, 3, 16, 16)  # every level of each channel
+    assert torch.allclose(rgb8_to_lab(rgb), rgb_to_lab(rgb.float() / 255), atol=1e-4)
+    with pytest.raises(ValueError, match="uint8"):
+        rgb8_to_lab(rgb.float())
 
 
 def test_rejects_wrong_shapes_and_integer_tensors():

@@ -1,9 +1,11 @@
-"""Real two-process DDP runs on CPU (gloo) through `accelerate launch --config_file launch/cpu-ddp.yaml`."""
+"""Real two-process DDP runs on CPU (gloo) through `accelerate launch --config_file launch/cpu-ddp.yaml`,
+and through `launch/cpu-multi-machine.yaml` as two machines of one process each."""
 import json
 import os
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -22,15 +24,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
-    """``accelerate launch --config_file launch/cpu-ddp.yaml -m colorize ARGS``; fails on error."""
-    command = [str(ACCELERATE), "launch", "--config_file", str(REPO / "launch" / "cpu-ddp.yaml"),
-               "--main_process_port", str(free_port()), "-m", "colorize", *map(str, args)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                            env={**os.environ, **(env or {})})
-    if result.returncode != 0:
-        pytest.fail(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-    return result
+def launch(*args, env=None, timeout=600, machines=1) -> subprocess.CompletedProcess:
+    """``accelerate launch --config_file launch/cpu-ddp.yaml -m colorize ARGS``; with ``machines``
+    > 1, one launch of ``launch/cpu-multi-machine.yaml`` per machine rank, all at once on this
+    machine and meeting at 127.0.0.1, as separate machines would at machine 0's address.
+    Fails if any fails; returns their output joined, machine 0's first."""
+    if machines == 1:
+        options = [["--config_file", REPO / "launch" / "cpu-ddp.yaml"]]
+    else:
+        options = [["--config_file", REPO / "launch" / "cpu-multi-machine.yaml", "--num_machines", machines,
+                    "--num_processes", machines, "--machine_rank", rank, "--main_process_ip", "127.0.0.1"]
+                   for rank in range(machines)]
+    port = free_port()
+    commands = [[str(ACCELERATE), "launch", *map(str, machine), "--main_process_port", str(port),
+                 "-m", "colorize", *map(str, args)] for machine in options]
+    env = {**os.environ, **(env or {})}
+    with ThreadPoolExecutor(len(commands)) as pool:
+        results = list(pool.map(lambda command: subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=env), commands))
+    for command, result in zip(commands, results):
+        if result.returncode != 0:
+            pytest.fail(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return subprocess.CompletedProcess(commands, 0, "".join(r.stdout for r in results),
+                                       "".join(r.stderr for r in results))
 
 
 def smoke(data_dir, run_dir, *overrides):
@@ -56,8 +72,24 @@ def ddp_run(cifar_dir, tmp_path_factory, wandb_env):
     return run_dir, result
 
 
-def test_two_processes_form_one_job(ddp_run):
-    run_dir, _ = ddp_run
+@pytest.fixture(scope="module")
+def two_machine_run(cifar_dir, tmp_path_factory, wandb_env):
+    """The run of ``ddp_run`` on two machines of one process each, writing to one run directory
+    as on a shared file system; each process takes half the cores, as in ``ddp_run``, since both
+    share this machine's."""
+    run_dir = tmp_path_factory.mktemp("machines") / "run"
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    result = launch(*smoke(cifar_dir, run_dir, "tracking.mode=offline", f"train.threads={threads}"),
+                    env=wandb_env, machines=2)
+    return run_dir, result
+
+
+both_layouts = pytest.mark.parametrize("layout", ["ddp_run", "two_machine_run"])
+
+
+@both_layouts
+def test_two_processes_form_one_job(layout, request):
+    run_dir, _ = request.getfixturevalue(layout)
     metrics = metrics_of(run_dir)
     assert metrics["world_size"] == 2 and metrics["batch_size_per_process"] == 32
     for epoch in metrics["history"]:
@@ -69,8 +101,9 @@ def test_two_processes_form_one_job(ddp_run):
     assert metrics["test"]["images"] == 512
 
 
-def test_only_the_main_process_writes(ddp_run):
-    run_dir, result = ddp_run
+@both_layouts
+def test_only_the_main_process_writes(layout, request):
+    run_dir, result = request.getfixturevalue(layout)
     assert sorted(p.name for p in (run_dir / "last").iterdir()) == [
         "custom_checkpoint_0.pkl", "model.safetensors", "optimizer.bin", "random_states_0.pkl",
         "random_states_1.pkl", "scheduler.bin"]
@@ -78,6 +111,13 @@ def test_only_the_main_process_writes(ddp_run):
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
     assert result.stdout.count("W&B is offline") == 1
     assert result.stdout.count("test of best epoch") == 1
+
+
+def test_two_machines_train_as_one_machine_does(ddp_run, two_machine_run):
+    one, two = metrics_of(ddp_run[0]), metrics_of(two_machine_run[0])
+    for name in ("val", "model_checksums"):
+        assert [h[name] for h in two["history"]] == [h[name] for h in one["history"]], name
+    assert two["test"] == one["test"]
 
 
 def test_resuming_a_two_process_run_matches_an_uninterrupted_one(cifar_dir, ddp_run, tmp_path):

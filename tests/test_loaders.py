@@ -9,6 +9,7 @@ import torch
 
 from colorize.config import ConfigError, DataConfig
 from colorize.data.augment import flip_generator, shift, shift_generator
+from colorize.data import loaders as loader_module
 from colorize.data.loaders import build_loaders, epoch_order
 
 HERE = Path(__file__).parent
@@ -69,6 +70,19 @@ def test_flips_are_the_seeded_draws_of_each_epoch(small_dir, kind):
             mask = (torch.rand(len(b[0]), generator=draws) < 0.5).view(-1, 1, 1, 1)
             assert torch.equal(a[0], torch.where(mask, b[0].flip(-1), b[0]))
             assert torch.equal(a[1], torch.where(mask, b[1].flip(-1), b[1]))
+
+
+@pytest.mark.parametrize("kind", ["ffcv", "memory"])
+def test_an_epoch_started_at_a_later_batch_yields_the_whole_epochs_rest(small_dir, kind):
+    train = loaders(small_dir, kind, batch_size=10, shift=3)["train"]  # flipped and shifted
+    whole = collect(train, 2)
+    train.set_epoch(2, 4)
+    rest = [(b.l.clone(), b.ab.clone(), b.label.clone(), b.index.clone(), b.valid.clone()) for b in train]
+    assert len(whole) == 10 and len(rest) == 6
+    for x, y in zip(whole[4:], rest):
+        for u, v in zip(x, y):
+            assert torch.equal(u, v)
+    assert len(collect(train, 2)) == 10  # set_epoch alone starts at the first batch again
 
 
 def test_shift_moves_each_image_by_its_offsets_with_mirrored_edges():
@@ -142,3 +156,11 @@ def test_two_gloo_processes_see_every_sample_once(small_dir, tmp_path, kind):
         assert real == list(range(count)), split
     # 17 samples over 2 ranks: rank 1 gets one padding duplicate, flagged as not valid
     assert seen[0]["test_padded"] + seen[1]["test_padded"] == 1
+
+
+def test_the_memory_loader_refuses_a_split_larger_than_the_free_memory(small_dir, monkeypatch):
+    monkeypatch.setattr(loader_module, "free_memory", lambda device: 2**19)  # half a MiB free
+    with pytest.raises(ConfigError, match=r"train.beton \(108 images, 1.3 MiB\) on cpu, which has 0.5 MiB free; "
+                                          r"use data.loader=ffcv"):
+        build_loaders(DataConfig(dir=str(small_dir), loader="memory"), splits=("train",))
+    assert loader_module.free_memory(torch.device("cpu")) > 0

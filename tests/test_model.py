@@ -81,6 +81,17 @@ def test_every_registered_network_predicts_ab_and_classes_and_learns(name):
 
 
 @pytest.mark.parametrize("name", MODELS.names())
+def test_the_global_branch_sees_a_fixed_size_view_so_parameters_do_not_grow_with_the_image(name):
+    def parameters(resolution):
+        return sum(p.numel() for p in create_model(name, None, num_classes=10, resolution=resolution).parameters())
+
+    assert parameters(32) == parameters(64) == parameters(128)
+    model = create_model(name, None, num_classes=10, resolution=128).eval()
+    prediction = model(torch.rand(1, 1, 128, 128) * 100)
+    assert prediction.ab.shape == (1, 2, 128, 128) and prediction.logits.shape == (1, 10)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
 def test_flip_average_predicts_the_mean_of_each_image_and_its_mirror_image_in_eval_mode_only(name):
     torch.manual_seed(0)
     settings = MODELS.entry(name).settings(flip_average=True)

@@ -11,7 +11,7 @@ from colorize.config import ConfigError, DataConfig
 from colorize.data.loaders import build_loaders
 from colorize.data.manifest import DataError, read_manifest
 from colorize.data.prepare import PrepareSettings, prepare, stratified_holdout
-from conftest import CLASSES, run_cli, synthetic_image, write_image_folder
+from conftest import CLASSES, read_source, run_cli, synthetic_image, write_image_folder
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                  "truck"]
@@ -50,9 +50,7 @@ def test_val_is_a_stratified_holdout_disjoint_from_train():
 def test_lab_values_match_the_source_images(small_source, small_dir):
     from skimage.color import rgb2lab
 
-    from colorize.data.sources import open_source
-
-    images = open_source(str(small_source)).read(32).splits["test"]
+    images = read_source(small_source, 32).splits["test"]
     batch = next(iter(build_loaders(DataConfig(dir=str(small_dir), loader="memory", batch_size=64),
                                     splits=("test",))["test"]))
     lab = np.concatenate([batch.l.numpy(), batch.ab.numpy()], axis=1).transpose(0, 2, 3, 1)
@@ -176,3 +174,21 @@ def test_manifest_is_plain_json_with_sources_and_settings(small_dir, small_sourc
     assert manifest["source"]["spec"] == str(small_source)
     assert manifest["settings"]["val_fraction"] == 0.1
     assert {s: e["count"] for s, e in manifest["splits"].items()} == {"train": 108, "val": 12, "test": 33}
+
+
+def test_an_image_that_cannot_be_decoded_is_named_and_its_split_written_without_it(tmp_path, capsys):
+    source = write_image_folder(tmp_path / "images", per_class=(10, 3))
+    (source / "train" / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")  # found only when decoded
+    (source / "train" / "dog" / "notes.txt").write_text("not an image")  # found when listing
+    manifest = prepare(str(source), tmp_path / "out")
+    assert [line.split(":")[0] for line in manifest["skipped"]] == ["train/dog/notes.txt", "train/dog/broken.png"]
+    assert "skipped train/dog/broken.png: not a readable image" in capsys.readouterr().out
+    counts = {name: entry["count"] for name, entry in manifest["splits"].items()}
+    assert sum(counts.values()) == 39 and counts["test"] == 9  # 30 + 9 readable images
+    loaded = build_loaders(DataConfig(dir=str(tmp_path / "out"), batch_size=64), splits=("train", "val"),
+                           train_split_for_training=False)
+    for name, loader in loaded.items():
+        batch = next(iter(loader))
+        assert len(batch.index) == counts[name] and batch.l.amax(dim=(1, 2, 3)).min() > 0  # no black stand-in
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "ab_prior.safetensors", "manifest.json", "test.beton", "train.beton", "val.beton"]

@@ -1,4 +1,5 @@
 import io
+import os
 import pickle
 import subprocess
 import tarfile
@@ -10,11 +11,11 @@ from PIL import Image
 from colorize.data import sources
 from colorize.data.sources import Cifar10Download, SourceError, open_source
 from colorize.images import read_rgb
-from conftest import CLASSES, synthetic_image, write_image_folder
+from conftest import CLASSES, read_source, synthetic_image, write_image_folder
 
 
 def test_image_folder_with_splits(small_source):
-    images = open_source(str(small_source)).read(32)
+    images = read_source(small_source, 32)
     assert images.classes == list(CLASSES)
     assert images.splits["train"].images.shape == (120, 32, 32, 3)
     assert images.splits["test"].images.dtype == np.uint8
@@ -25,11 +26,34 @@ def test_tar_gz_of_a_folder_reads_the_same_without_unpacking(small_source, tmp_p
     archive = tmp_path / "images.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(small_source, arcname="dataset")  # one enclosing folder is allowed
-    folder, packed = open_source(str(small_source)).read(32), open_source(str(archive)).read(32)
+    folder, packed = read_source(small_source, 32), read_source(archive, 32)
     for split in ("train", "test"):
         np.testing.assert_array_equal(folder.splits[split].images, packed.splits[split].images)
         np.testing.assert_array_equal(folder.splits[split].labels, packed.splits[split].labels)
     assert not (tmp_path / "dataset").exists()
+
+
+def test_a_compressed_archive_is_read_from_a_temporary_plain_copy_that_is_removed(small_source, tmp_path):
+    archive, scratch = tmp_path / "images.tar.gz", tmp_path / "scratch"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(small_source, arcname="dataset")
+    with open_source(str(archive)).listed(scratch) as listing:
+        (copy,) = scratch.iterdir()  # named as a temporary of this process
+        assert copy.name == f".images.tar.gz.tar.tmp-{os.getpid()}" and tarfile.open(copy, "r:").getmembers()
+        key = listing.splits["test"].keys[0]
+        assert listing.image(key, 32).shape == (32, 32, 3)
+    assert list(scratch.iterdir()) == []
+
+
+def test_jpegs_are_decoded_at_a_reduced_size_that_still_covers_the_resolution(tmp_path):
+    photo = synthetic_image(np.random.default_rng(0), 1, size=(300, 260))
+    (tmp_path / "photos" / "a").mkdir(parents=True)
+    photo.save(tmp_path / "photos" / "a" / "p.jpg", quality=95)
+    assert read_rgb(tmp_path / "photos" / "a" / "p.jpg", at_least=64).size == (65, 75)  # 1/4 of 260 x 300
+    assert read_rgb(tmp_path / "photos" / "a" / "p.jpg", at_least=140).size == (260, 300)  # 1/2 would be < 140
+    small = read_source(tmp_path / "photos", 64).splits["train"].images[0]
+    full = np.asarray(photo.crop((0, 20, 260, 280)).resize((64, 64), Image.Resampling.BICUBIC), dtype=np.float32)
+    assert np.abs(small.astype(np.float32) - full).mean() < 4  # the same picture
 
 
 def test_modes_sizes_and_unreadable_files(tmp_path, capsys):
@@ -48,10 +72,9 @@ def test_modes_sizes_and_unreadable_files(tmp_path, capsys):
     (root / "b" / "notes.txt").write_text("not an image")
     (root / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
 
-    images = open_source(str(root)).read(16)
-    printed = capsys.readouterr().out
-    assert "notes.txt" in printed and "broken.png" in printed
-    assert len(images.skipped) == 2
+    images = read_source(root, 16)
+    assert "skipped b/notes.txt: not an image file" in capsys.readouterr().out  # found when listing
+    assert [line.split(":")[0] for line in images.skipped] == ["b/notes.txt", "b/broken.png"]
     train = images.splits["train"]
     assert list(images.splits) == ["train"] and train.images.shape == (5, 16, 16, 3)
     by_label = np.bincount(train.labels).tolist()
@@ -64,7 +87,7 @@ def test_modes_sizes_and_unreadable_files(tmp_path, capsys):
 def test_images_outside_class_folders_are_rejected(tmp_path):
     synthetic_image(np.random.default_rng(0), 0).save(tmp_path / "loose.png")
     with pytest.raises(SourceError, match="class folders"):
-        open_source(str(tmp_path)).read(32)
+        read_source(tmp_path, 32)
 
 
 def _fake_cifar_batch(rng, count):
@@ -96,19 +119,20 @@ def write_fake_cifar(tmp_path, as_archive: bool):
 @pytest.mark.parametrize("as_archive", [True, False])
 def test_official_cifar10_files(tmp_path, as_archive):
     path, members = write_fake_cifar(tmp_path, as_archive)
-    images = open_source(str(path)).read(32)
+    images = read_source(path, 32)
     assert images.classes[3] == "c3"
     train = images.splits["train"]
     assert train.images.shape == (100, 32, 32, 3) and images.splits["test"].images.shape[0] == 10
     first = members["data_batch_1"]["data"][0].reshape(3, 32, 32).transpose(1, 2, 0)
     np.testing.assert_array_equal(train.images[0], first)
-    assert open_source(str(path)).read(16).splits["test"].images.shape == (10, 16, 16, 3)
+    assert read_source(path, 16).splits["test"].images.shape == (10, 16, 16, 3)
 
 
 def test_download_failure_is_clear_and_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "CIFAR10_URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")
     with pytest.raises(SourceError, match="could not download CIFAR-10") as error:
-        Cifar10Download(tmp_path).read(32)
+        with Cifar10Download(tmp_path).listed():
+            pass
     assert "--data" in str(error.value)
     assert list(tmp_path.iterdir()) == []
 
@@ -120,7 +144,7 @@ def test_missing_path_names_the_accepted_sources(tmp_path):
 
 def test_no_split_folder(tmp_path):
     write_image_folder(tmp_path / "x", per_class=(6, 0))
-    images = open_source(str(tmp_path / "x" / "train")).read(32)
+    images = read_source(tmp_path / "x" / "train", 32)
     assert list(images.splits) == ["train"] and len(images.splits["train"].labels) == 18
 
 
@@ -133,7 +157,7 @@ def test_tarball_made_from_inside_the_folder(small_source, tmp_path):
     subprocess.run(["tar", "-czf", archive, "-C", small_source, "."], check=True)
     with tarfile.open(archive) as tar:
         assert tar.getnames()[0] == "."  # the member ./ comes first
-    folder, packed = open_source(str(small_source)).read(32), open_source(str(archive)).read(32)
+    folder, packed = read_source(small_source, 32), read_source(archive, 32)
     for split in ("train", "test"):  # tar stores files in directory order, not sorted
         assert sorted_samples(packed, split) == sorted_samples(folder, split)
 
@@ -144,10 +168,9 @@ def test_cifar10_archive_made_from_inside_its_parent(tmp_path):
     archive = tmp_path / "x.tgz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(tmp_path / "parent", arcname=".")
-    source = open_source(str(archive))
-    assert source.kind == "cifar10-python"
+    assert open_source(str(archive)).kind == "cifar10-python"
     first = members["data_batch_1"]["data"][0].reshape(3, 32, 32).transpose(1, 2, 0)
-    np.testing.assert_array_equal(source.read(32).splits["train"].images[0], first)
+    np.testing.assert_array_equal(read_source(archive, 32).splits["train"].images[0], first)
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -160,6 +183,6 @@ def test_exif_orientation_is_applied(tmp_path):
     Image.fromarray(wide).save(tmp_path / "photos" / "a" / "phone.jpg", exif=exif, quality=95)
 
     assert read_rgb(tmp_path / "photos" / "a" / "phone.jpg").size == (40, 100)
-    upright = open_source(str(tmp_path / "photos")).read(16).splits["train"].images[0]
+    upright = read_source(tmp_path / "photos", 16).splits["train"].images[0]
     top, bottom = upright[:6].reshape(-1, 3).mean(0), upright[-6:].reshape(-1, 3).mean(0)
     assert top[0] > 200 > top[2] and bottom[2] > 200 > bottom[0]  # red on top, blue below

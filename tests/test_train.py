@@ -1,7 +1,10 @@
 """End-to-end training on real images from the shared CIFAR-10 copy."""
 import json
+import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import skimage.data
@@ -10,6 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from colorize.config import ConfigError, load_config
+from colorize.engine.checkpoint import CheckpointError
 from colorize.engine.trainer import train, train_from_cli
 from colorize.models import create_model
 from conftest import REPO, run_cli, smoke_config
@@ -74,8 +78,6 @@ def test_early_stopping_stops_when_val_stops_improving(cifar_dir, tmp_path):
 
 
 def test_diverging_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(cifar_dir, two_epochs, tmp_path):
-    import shutil
-
     run_dir = tmp_path / "diverge"
     shutil.copytree(two_epochs, run_dir)
     result = run_cli("train", "--resume", run_dir, "train.epochs=4", "optim.lr=1e30", check=False)
@@ -141,6 +143,69 @@ def test_accumulation_ends_with_the_epoch_and_resumes_exactly(cifar_dir, tmp_pat
         assert torch.equal(resumed[name], tensor), name
 
 
+# `python -c STOP_AT_VALIDATION train ...` is colorize train that stops itself (SIGSTOP) when it
+# first validates: the first epoch's batches are all trained, and its end is not saved yet
+STOP_AT_VALIDATION = """
+import os, signal, sys
+import colorize.engine.trainer
+colorize.engine.trainer.evaluate = lambda *args: os.kill(os.getpid(), signal.SIGSTOP)
+from colorize.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def wait_until_stopped(process: subprocess.Popen, output: Path) -> None:
+    """Wait until ``process`` stops itself; fail with its output if it ends instead."""
+    while process.poll() is None:
+        if Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+            return
+        time.sleep(0.1)
+    pytest.fail(f"the run ended instead of stopping:\n{output.read_text()}")
+
+
+def test_a_run_killed_within_an_epoch_resumes_at_its_next_batch_exactly(cifar_dir, two_epochs, tmp_path):
+    # the smoke run, 16 steps an epoch, with last/ also every 2 steps: when the process stops,
+    # last/ is from step 14, and batches 15 and 16 have been trained since; it is killed there
+    run_dir, output = tmp_path / "killed", tmp_path / "output.txt"
+    command = [sys.executable, "-c", STOP_AT_VALIDATION, "train", "--config", REPO / "configs" / "smoke.yaml",
+               f"data.dir={cifar_dir}", f"run.dir={run_dir}", "train.checkpoint_every=2"]
+    with open(output, "w") as out:
+        process = subprocess.Popen(list(map(str, command)), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until_stopped(process, output)
+        saved = torch.load(run_dir / "last" / "custom_checkpoint_0.pkl", weights_only=False)
+        assert (saved["epoch"], saved["step"], saved["progress"]["batches"]) == (0, 14, 14)
+    finally:
+        process.kill()
+        process.wait()
+
+    other_world = tmp_path / "other-world"  # the same checkpoint, as if 2 processes had written it
+    shutil.copytree(run_dir, other_world)
+    saved["progress"]["world"] = 2
+    torch.save(saved, other_world / "last" / "custom_checkpoint_0.pkl")
+    with pytest.raises(CheckpointError, match="within epoch 1 by 2 processes.*resume it with 2 processes"):
+        resume(other_world)
+
+    result = run_cli("train", "--resume", run_dir)  # in a new process, as after a crash
+    assert f"{run_dir}: resuming epoch 1 at batch 15 of 16" in result.stdout
+    resumed, uninterrupted = metrics_of(run_dir), metrics_of(two_epochs)
+    assert resumed["epochs_run"] == uninterrupted["epochs_run"] == 2
+    for again, whole in zip(resumed["history"], uninterrupted["history"]):
+        counts = ("samples_seen_once", "samples_unseen", "samples_repeated")
+        assert [again["train"][count] for count in counts] == [1024, 0, 0]
+        assert again["train"]["loss"] == whole["train"]["loss"] and again["val"] == whole["val"]
+    assert resumed["test"] == uninterrupted["test"]
+    for folder in ("last", "best"):
+        weights = load_file(str(run_dir / folder / "model.safetensors"))
+        for name, tensor in load_file(str(two_epochs / folder / "model.safetensors")).items():
+            assert torch.equal(weights[name], tensor), f"{folder}/{name}"
+
+
+def test_a_negative_checkpoint_interval_is_refused_by_name():
+    with pytest.raises(ConfigError, match=r"train.checkpoint_every must be 0 \(off\) or a number of"):
+        load_config(None, ["train.checkpoint_every=-1"])
+
+
 def test_the_weight_average_is_validated_saved_as_best_and_resumed_exactly(cifar_dir, tmp_path):
     settings = ("train.ema=0.9", "data.train_limit=256", "data.eval_limit=128", "train.patience=5")
     whole, split = tmp_path / "whole", tmp_path / "split"
@@ -160,8 +225,6 @@ def test_the_weight_average_is_validated_saved_as_best_and_resumed_exactly(cifar
 
 
 def test_resume_uses_the_previous_last_when_it_was_being_replaced(two_epochs, tmp_path, capsys):
-    import shutil
-
     run_dir = tmp_path / "swapping"
     shutil.copytree(two_epochs, run_dir)
     (run_dir / "last").rename(run_dir / ".last.old")  # killed between the two renames

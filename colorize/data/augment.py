@@ -26,8 +26,16 @@ def shift_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
     return _generator(seed, epoch, rank, 1)
 
 
+def _flip_mask(samples: int, draws: torch.Generator) -> torch.Tensor:
+    return torch.rand(samples, generator=draws) < 0.5
+
+
+def _shift_offsets(samples: int, most: int, draws: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, 2 * most + 1, (2, samples), generator=draws)
+
+
 def flip(lab: torch.Tensor, draws: torch.Generator) -> torch.Tensor:
-    mask = (torch.rand(len(lab), generator=draws) < 0.5).to(lab.device, non_blocking=True)
+    mask = _flip_mask(len(lab), draws).to(lab.device, non_blocking=True)
     return torch.where(mask.view(-1, 1, 1, 1), lab.flip(-1), lab)
 
 
@@ -35,7 +43,7 @@ def shift(lab: torch.Tensor, most: int, draws: torch.Generator) -> torch.Tensor:
     """Moves each image by up to ``most`` pixels along each axis, mirroring it at the edges:
     the view of the reflect-padded image whose top-left corner is at the drawn offsets."""
     n, channels, height, width = lab.shape
-    offsets = torch.randint(0, 2 * most + 1, (2, n), generator=draws).to(lab.device, non_blocking=True)
+    offsets = _shift_offsets(n, most, draws).to(lab.device, non_blocking=True)
     padded = F.pad(lab, (most, most, most, most), mode="reflect")
     rows = offsets[0].view(n, 1, 1, 1) + torch.arange(height, device=lab.device).view(1, 1, -1, 1)
     lab = padded.gather(2, rows.expand(n, channels, height, padded.shape[3]))
@@ -50,6 +58,14 @@ class Augmentation:
         self.flips = flip_generator(seed, epoch, rank) if hflip else None
         self.shifts = shift_generator(seed, epoch, rank) if most_shift else None
         self.most_shift = most_shift
+
+    def skip(self, batches: int, batch_size: int) -> None:
+        """Draw what ``batches`` batches of ``batch_size`` samples would, to go on with the next."""
+        for _ in range(batches):
+            if self.flips is not None:
+                _flip_mask(batch_size, self.flips)
+            if self.shifts is not None:
+                _shift_offsets(batch_size, self.most_shift, self.shifts)
 
     def __call__(self, lab: torch.Tensor) -> torch.Tensor:
         if self.flips is not None:

@@ -72,7 +72,8 @@ def decode_lab(lab: torch.Tensor, storage_dtype: str) -> torch.Tensor:
 
 class SplitLoader:
     """Batches of one split for this process. ``set_epoch`` before iterating, as with
-    ``DistributedSampler``; the last partial batch is dropped for training only.
+    ``DistributedSampler`` (it can also start the epoch at a later batch); the last partial
+    batch is dropped for training only.
 
     A batch is valid until the next one is requested (FFCV reuses its buffers): clone what
     you keep."""
@@ -80,6 +81,7 @@ class SplitLoader:
     def __init__(self, spec: LoaderSpec):
         self.spec = spec
         self.epoch = 0
+        self.first_batch = 0
         per_process = math.ceil(spec.count / spec.world)
         self._batches = (per_process // spec.batch_size if spec.train
                          else math.ceil(per_process / spec.batch_size))
@@ -93,8 +95,16 @@ class SplitLoader:
         """Real samples of the split, over all processes."""
         return self.spec.count
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, first_batch: int = 0) -> None:
+        """Iterate ``epoch``'s batches next, from batch ``first_batch`` (counted from 0) on: the
+        same batches, augmented the same way, as the whole epoch's from there."""
+        self.epoch, self.first_batch = epoch, first_batch
+
+    def _visited(self, order: np.ndarray) -> np.ndarray:
+        """The positions of the epoch's ``order`` that the iteration yields: its batches from
+        ``first_batch`` on (whole ones only, for training)."""
+        size = self.spec.batch_size
+        return order[self.first_batch * size:len(self) * size]
 
     def _raw_batches(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """(lab in storage dtype, label, index) batches, in this epoch's order."""
@@ -103,7 +113,9 @@ class SplitLoader:
     def __iter__(self) -> Iterator[Batch]:
         spec = self.spec
         augment = Augmentation(spec.hflip, spec.shift, spec.seed, self.epoch, spec.rank) if spec.train else None
-        start = 0
+        if augment is not None:
+            augment.skip(self.first_batch, spec.batch_size)
+        start = self.first_batch * spec.batch_size
         for lab, label, index in self._raw_batches():
             lab = decode_lab(lab.to(spec.device, non_blocking=True), spec.storage_dtype)
             if augment is not None:
@@ -145,7 +157,8 @@ def _ffcv_loader(spec: LoaderSpec, batch_size: int, order: str, distributed: boo
 
 
 class FfcvLoader(SplitLoader):
-    """Reads the split's ``.beton`` file with FFCV, batch by batch."""
+    """Reads the split's ``.beton`` file with FFCV, batch by batch: the positions of FFCV's own
+    order of the epoch (as ``ffcv.loader.Loader`` iterates them) that the iteration visits."""
 
     def __init__(self, spec: LoaderSpec):
         super().__init__(spec)
@@ -153,9 +166,11 @@ class FfcvLoader(SplitLoader):
         self.loader = _ffcv_loader(spec, spec.batch_size, order, spec.world > 1, spec.train)
 
     def _raw_batches(self):
-        self.loader.next_epoch = self.epoch
+        from ffcv.loader.epoch_iterator import EpochIterator
+
+        order = self._visited(self.loader.traversal_order.sample_order(self.epoch))
         with keep_torch_threads():
-            batches = iter(self.loader)
+            batches = EpochIterator(self.loader, order)
         if self.spec.device.type == "cpu":
             return batches
         # FFCV refills its pinned buffers when the next batch is asked for, possibly while an
@@ -174,19 +189,40 @@ class TensorLoader(SplitLoader):
     def _raw_batches(self):
         spec = self.spec
         order = epoch_order(spec.count, self.epoch, spec.train, spec.seed, spec.rank, spec.world)
-        order = torch.from_numpy(order[: len(self) * spec.batch_size]).to(spec.device)
+        order = torch.from_numpy(self._visited(order)).to(spec.device)
         for indices in order.split(spec.batch_size):
             yield self.lab[indices], self.labels[indices], indices
 
 
+def free_memory(device: torch.device) -> int:
+    """Bytes free on ``device``: the GPU's free memory, or the host's available memory."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
+def check_split_fits(spec: LoaderSpec, sample_bytes: int) -> None:
+    """Raise ConfigError when ``spec``'s split would not fit in its device's free memory."""
+    needed, free = spec.count * sample_bytes, free_memory(spec.device)
+    if needed > free:
+        raise ConfigError(
+            f"data.loader=memory would hold {spec.path.name} ({spec.count:,} images, {needed / 2**20:,.1f} MiB) "
+            f"on {spec.device}, which has {free / 2**20:,.1f} MiB free; use data.loader=ffcv, which reads "
+            f"batches from the file as training needs them")
+
+
 class MemoryLoader(TensorLoader):
-    """Reads the split's ``.beton`` file once into tensors on the device."""
+    """Reads the split's ``.beton`` file once into tensors on the device, if they fit."""
 
     def __init__(self, spec: LoaderSpec):
         reader = _ffcv_loader(spec, 4096, "SEQUENTIAL", distributed=False, drop_last=False)
         labs, labels = [], []
         with keep_torch_threads():
             for lab, label, _ in reader:
+                if not labs:
+                    check_split_fits(spec, lab[0].nbytes + label[0].nbytes)
                 labs.append(lab.clone())  # FFCV reuses its buffers
                 labels.append(label.view(-1).clone())
         super().__init__(spec, torch.cat(labs).to(spec.device), torch.cat(labels).to(spec.device))

@@ -1,34 +1,43 @@
 """``colorize prepare``: a data source -> ``train`` / ``val`` / ``test`` FFCV files of LAB images.
 
-The validation split is a class-stratified hold-out from train (used for early stopping); the
-test split is the source's own, or a stratified hold-out when the source has none. LAB is
-computed in vectorised batches. The train split's ab prior (``prior.py``) is computed from its
-written file. Files are written under temporary names and renamed; a second run on unchanged
-input with unchanged settings only verifies the files (and adds the prior if it is missing).
+The source is listed first (keys and labels, no pixels). The validation split is a
+class-stratified hold-out from train (used for early stopping); the test split is the
+source's own, or a stratified hold-out when the source has none. FFCV's writer processes then
+decode, resize and convert the images to LAB a block at a time and write them, so memory does
+not grow with the number of images. An image that cannot be decoded is named in the manifest
+and its split written again without it. The train split's ab prior (``prior.py``) is computed
+from its written file. Files are written under temporary names and renamed; a second run on
+unchanged input with unchanged settings only verifies the files (and adds the prior if it is
+missing).
 """
 import contextlib
+import functools
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from colorize import __version__
-from colorize.color import rgb_to_lab
+from colorize.color import rgb8_to_lab
 from colorize.config import ConfigError, DataConfig
 from colorize.data import manifest as mf
 from colorize.data.loaders import build_loaders
-from colorize.data.prior import prior_problem, write_prior
-from colorize.data.sources import SourceImages, SplitImages, open_source
+from colorize.ab_bins import BinLookup, gamut_bins
+from colorize.data.prior import SharedBinCounts, count_bins, prior_problem, write_prior
+from colorize.data.sources import SourceError, SourceListing, SplitItems, open_source
 from colorize.data.threads import keep_torch_threads
-from colorize.io import atomic_path, remove_stale_temporaries, sha256_file
+from colorize.images import UnreadableImage
+from colorize.io import atomic_path, remove_stale_temporaries, sha256_file, temporary_path
 from colorize.models.registry import check_resolution
 
 STORAGE_DTYPES = ("float32", "float16")
-_LAB_BATCH = 4096
+_BLOCK = 64  # images a writer process decodes and converts to LAB together
+_CHUNK = 8 * _BLOCK  # images a writer process takes from FFCV's queue at a time
+_PRIOR_BATCH_PIXELS = 1 << 20  # pixels per batch read to count the prior
 
 
 @dataclass(frozen=True)
@@ -61,15 +70,15 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int):
     return np.setdiff1d(np.arange(len(labels)), held), held
 
 
-def _take(split: SplitImages, indices: np.ndarray) -> SplitImages:
-    return SplitImages(split.images[indices], split.labels[indices])
+def _take(split: SplitItems, indices: np.ndarray) -> SplitItems:
+    return SplitItems(split.keys[indices], split.labels[indices])
 
 
 _EMPTY_SPLIT_FIX = {"train": "a smaller --val-fraction and --test-fraction",
                     "val": "a larger --val-fraction", "test": "a larger --test-fraction"}
 
 
-def _refuse_empty(splits: Dict[str, SplitImages], source: SourceImages) -> None:
+def _refuse_empty(splits: Dict[str, SplitItems], source: SourceListing) -> None:
     """Raise ConfigError naming the splits that would be empty, and what to change."""
     empty = [name for name, split in splits.items() if len(split.labels) == 0]
     if empty:
@@ -82,7 +91,7 @@ def _refuse_empty(splits: Dict[str, SplitImages], source: SourceImages) -> None:
         )
 
 
-def make_splits(source: SourceImages, settings: PrepareSettings) -> Dict[str, SplitImages]:
+def make_splits(source: SourceListing, settings: PrepareSettings) -> Dict[str, SplitItems]:
     """train / val / test, each in a seeded random order; ConfigError if one would be empty."""
     train = source.splits["train"]
     test = source.splits.get("test")
@@ -96,42 +105,100 @@ def make_splits(source: SourceImages, settings: PrepareSettings) -> Dict[str, Sp
     return {name: _take(s, rng.permutation(len(s.labels))) for name, s in splits.items()}
 
 
-def lab_batches(images: np.ndarray, desc: str):
-    """(N, R, R, 3) uint8 RGB -> (N, 3, R, R) float32 LAB, computed a batch at a time."""
-    out = np.empty((len(images), 3) + images.shape[1:3], dtype=np.float32)
-    for start in tqdm(range(0, len(images), _LAB_BATCH), desc=desc, unit=" batches"):
-        rgb = torch.from_numpy(images[start : start + _LAB_BATCH]).permute(0, 3, 1, 2)
-        out[start : start + _LAB_BATCH] = rgb_to_lab(rgb.float() / 255).numpy()
-    return out
+class _LabSamples:
+    """The indexed dataset FFCV's writer reads in its processes: (lab, label, position) of each
+    image of a split, decoded and converted to LAB a block of ``_BLOCK`` positions at a time.
+    An unreadable image gives zeros, and its key and reason are appended to ``failures``. With
+    ``bin_counts``, the pixels of each ab bin are counted as they are written."""
 
-
-class _Samples:
-    """The indexed dataset FFCV's writer reads: (lab, label, index) per sample."""
-
-    def __init__(self, lab: np.ndarray, labels: np.ndarray):
-        self.lab, self.labels = lab, labels
+    def __init__(self, listing: SourceListing, split: SplitItems, settings: PrepareSettings, failures: Path,
+                 bin_counts: Optional[SharedBinCounts]):
+        self.listing, self.split, self.resolution, self.dtype = listing, split, settings.resolution, settings.dtype
+        self.failures, self.bin_counts = failures, bin_counts
+        self._block, self._lab = -1, None
 
     def __len__(self):
-        return len(self.labels)
+        return len(self.split.labels)
 
-    def __getitem__(self, i):
-        return self.lab[i], int(self.labels[i]), i
+    def __getitem__(self, position):
+        block = position // _BLOCK
+        if block != self._block:
+            self._lab, self._block = self._convert(block), block
+        return self._lab[position % _BLOCK], int(self.split.labels[position]), position
+
+    def _convert(self, block: int) -> np.ndarray:
+        """LAB (n, 3, R, R) of the block's images, in the storage dtype (float16 as its int16 bits:
+        FFCV cannot read float16 arrays)."""
+        torch.set_num_threads(1)  # one thread per writer process
+        keys = self.split.keys[block * _BLOCK : (block + 1) * _BLOCK]
+        rgb = np.zeros((len(keys), self.resolution, self.resolution, 3), dtype=np.uint8)
+        for i, key in enumerate(keys):
+            try:
+                rgb[i] = self.listing.image(key, self.resolution)
+            except UnreadableImage as error:
+                with open(self.failures, "a") as log:
+                    log.write(f"{key}\t{error}\n")
+        lab = rgb8_to_lab(torch.from_numpy(rgb).permute(0, 3, 1, 2)).numpy().astype(self.dtype)
+        if self.bin_counts is not None:
+            self.bin_counts.add(torch.from_numpy(lab[:, 1:]).float())  # the values as stored
+        return lab.view(np.int16) if self.dtype == "float16" else lab
 
 
-def write_beton(path: Path, lab: np.ndarray, labels: np.ndarray, dtype: str) -> None:
+@contextlib.contextmanager
+def _named_progress(writer_module, desc: str):
+    """FFCV's writer shows a bare progress bar: give it a name and count images."""
+    bare = writer_module.tqdm
+    writer_module.tqdm = functools.partial(bare, desc=desc, unit=" images")
+    try:
+        yield
+    finally:
+        writer_module.tqdm = bare
+
+
+def _write_once(path: Path, samples: _LabSamples, name: str) -> None:
     with keep_torch_threads():
+        import ffcv.writer
         from ffcv.fields import IntField, NDArrayField
-        from ffcv.writer import DatasetWriter
 
-    if dtype == "float16":  # FFCV cannot read float16 arrays: store their bits as int16
-        lab = lab.astype(np.float16).view(np.int16)
-    fields = {"lab": NDArrayField(lab.dtype, lab.shape[1:]), "label": IntField(), "index": IntField()}
-    with keep_torch_threads():
-        writer = DatasetWriter(str(path), fields, num_workers=min(4, os.cpu_count() or 1))
-        writer.from_indexed_dataset(_Samples(lab, labels), chunksize=1000)
+    lab_dtype = np.dtype(np.int16 if samples.dtype == "float16" else np.float32)
+    shape = (3, samples.resolution, samples.resolution)
+    fields = {"lab": NDArrayField(lab_dtype, shape), "label": IntField(), "index": IntField()}
+    with keep_torch_threads(), _named_progress(ffcv.writer, f"{name}: decode, LAB, write"):
+        writer = ffcv.writer.DatasetWriter(str(path), fields, num_workers=min(4, os.cpu_count() or 1))
+        writer.from_indexed_dataset(samples, chunksize=_CHUNK)
 
 
-def _split_entry(split: SplitImages, path: Path, file_name: str, classes) -> dict:
+class WrittenSplit(NamedTuple):
+    items: SplitItems  # the images written
+    skipped: List[str]  # why each image left out could not be decoded
+    bin_counts: Optional[torch.Tensor]  # the pixels written in each gamut bin, when asked for
+
+
+def write_split(path: Path, listing: SourceListing, split: SplitItems, name: str, settings: PrepareSettings,
+                count_bins: bool = False) -> WrittenSplit:
+    """Write ``split`` to the ``.beton`` file ``path``, counting the pixels in each gamut bin
+    if ``count_bins``."""
+    failures = temporary_path(path.with_name(f"{name}-unreadable.txt"))
+    skipped = []
+    try:
+        while True:
+            failures.unlink(missing_ok=True)
+            counter = SharedBinCounts() if count_bins else None
+            _write_once(path, _LabSamples(listing, split, settings, failures, counter), name)
+            if not failures.exists():
+                return WrittenSplit(split, skipped, None if counter is None else counter.total())
+            lines = [line.split("\t", 1) for line in failures.read_text().splitlines()]
+            skipped += [reason for _, reason in lines]
+            for _, reason in lines:
+                print(f"skipped {reason}")
+            split = _take(split, ~np.isin(split.keys, [int(key) for key, _ in lines]))
+            if not len(split.labels):
+                raise SourceError(f"no image of the {name} split could be decoded: {skipped[0]}")
+    finally:
+        failures.unlink(missing_ok=True)
+
+
+def _split_entry(split: SplitItems, path: Path, file_name: str, classes) -> dict:
     counts = np.bincount(split.labels, minlength=len(classes))
     return {
         "file": file_name,
@@ -178,17 +245,18 @@ def prepare(data: str, out_dir: Path, settings: PrepareSettings = PrepareSetting
         print(f"{problem}; computing it from the train split")
         return _add_prior(out_dir, existing)
 
-    images = source.read(settings.resolution)
-    splits = make_splits(images, settings)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    entries = {}
-    with contextlib.ExitStack() as stack:
-        for name, split in splits.items():
-            lab = lab_batches(split.images, desc=f"LAB {name}")
-            staged = stack.enter_context(atomic_path(out_dir / f"{name}.beton"))
-            write_beton(staged, lab, split.labels, settings.dtype)
-            entries[name] = _split_entry(split, staged, f"{name}.beton", images.classes)
-        (out_dir / mf.MANIFEST).unlink(missing_ok=True)  # no manifest while files change
+    with source.listed(scratch_dir=out_dir) as listing:
+        splits = make_splits(listing, settings)
+        entries, skipped = {}, list(listing.skipped)
+        with contextlib.ExitStack() as stack:
+            for name, split in splits.items():
+                staged = stack.enter_context(atomic_path(out_dir / f"{name}.beton"))
+                written = write_split(staged, listing, split, name, settings, count_bins=name == "train")
+                entries[name] = _split_entry(written.items, staged, f"{name}.beton", listing.classes)
+                skipped += written.skipped
+                if name == "train":
+                    train_bin_counts = written.bin_counts
+            (out_dir / mf.MANIFEST).unlink(missing_ok=True)  # no manifest while files change
     manifest = {
         "format": 1,
         "colorize_version": __version__,
@@ -196,18 +264,23 @@ def prepare(data: str, out_dir: Path, settings: PrepareSettings = PrepareSetting
         "settings": asdict(settings),
         "resolution": settings.resolution,
         "dtype": settings.dtype,
-        "classes": images.classes,
+        "classes": listing.classes,
         "splits": entries,
-        "skipped": images.skipped,
+        "skipped": skipped,
     }
+    return _record_prior(out_dir, manifest, train_bin_counts)
+
+
+def _record_prior(out_dir: Path, manifest: dict, bin_counts: torch.Tensor) -> dict:
+    manifest = dict(manifest, prior=write_prior(out_dir, bin_counts))
     mf.write_manifest(out_dir, manifest)
-    return _add_prior(out_dir, manifest)
+    return manifest
 
 
 def _add_prior(out_dir: Path, manifest: dict) -> dict:
     """Compute the train split's ab prior from its ``.beton`` and record it in the manifest."""
-    train = build_loaders(DataConfig(dir=str(out_dir), batch_size=1024), splits=("train",),
+    batch_size = max(1, _PRIOR_BATCH_PIXELS // manifest["resolution"] ** 2)
+    train = build_loaders(DataConfig(dir=str(out_dir), batch_size=batch_size), splits=("train",),
                           train_split_for_training=False)["train"]
-    manifest = dict(manifest, prior=write_prior(out_dir, (batch.ab for batch in train)))
-    mf.write_manifest(out_dir, manifest)
-    return manifest
+    batches = (batch.ab for batch in tqdm(train, desc="ab prior", unit=" batches"))
+    return _record_prior(out_dir, manifest, count_bins(batches, BinLookup(gamut_bins(), 1)))

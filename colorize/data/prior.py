@@ -1,13 +1,14 @@
 """The ab-bin prior of a prepared directory's training split and the class-rebalancing weights
 derived from it (Zhang, Isola and Efros 2016), computed once by ``colorize prepare`` and stored
 beside the ``.beton`` files in ``ab_prior.safetensors``, its checksum in the manifest."""
+import multiprocessing
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from tqdm import tqdm
 
 from colorize.ab_bins import SIGMA, BinLookup, gamut_bins
 from colorize.data import manifest as mf
@@ -36,19 +37,36 @@ def rebalanced(counts: torch.Tensor, centres: torch.Tensor, sigma: float = SIGMA
     return AbPrior(centres.float(), prior.float(), weights.float())
 
 
-def count_bins(ab_batches: Iterable[torch.Tensor], centres: torch.Tensor) -> torch.Tensor:
-    """Pixels of every ab batch (N, 2, H, W) whose nearest bin is each of ``centres``."""
-    counts, lookup = torch.zeros(len(centres), dtype=torch.float64), BinLookup(centres, 1)
+def count_bins(ab_batches: Iterable[torch.Tensor], lookup: BinLookup) -> torch.Tensor:
+    """Pixels of every ab batch (N, 2, H, W) whose nearest bin is each of ``lookup``'s bins."""
+    counts = torch.zeros(lookup.bins, dtype=torch.float64)
     for ab in ab_batches:
-        counts += torch.bincount(lookup.nearest(ab)[1].flatten(), minlength=len(centres))
+        counts += torch.bincount(lookup.nearest_index(ab).flatten(), minlength=len(counts))
     return counts
 
 
-def write_prior(data_dir: Path, ab_batches: Iterable[torch.Tensor]) -> dict:
-    """Compute the prior of ``ab_batches`` (the training split), write it to ``data_dir`` and
-    return its manifest entry."""
+class SharedBinCounts:
+    """Pixels per gamut bin, counted by several processes (shared memory; create it before
+    they start) from the ab batches each of them sees."""
+
+    def __init__(self):
+        self.lookup = BinLookup(gamut_bins(), 1)
+        self._counts = multiprocessing.Array("d", self.lookup.bins)
+
+    def add(self, ab: torch.Tensor) -> None:
+        counts = count_bins([ab], self.lookup).numpy()
+        with self._counts.get_lock():
+            np.frombuffer(self._counts.get_obj())[:] += counts
+
+    def total(self) -> torch.Tensor:
+        return torch.from_numpy(np.frombuffer(self._counts.get_obj()).copy())
+
+
+def write_prior(data_dir: Path, counts: torch.Tensor) -> dict:
+    """Write the prior of the training split's pixel ``counts`` per gamut bin to ``data_dir``
+    and return its manifest entry."""
     centres = gamut_bins()
-    prior = rebalanced(count_bins(tqdm(ab_batches, desc="ab prior", unit=" batches"), centres), centres)
+    prior = rebalanced(counts, centres)
     path = Path(data_dir) / PRIOR_FILE
     with atomic_path(path) as staged:
         tensors = {name: tensor.contiguous() for name, tensor in prior._asdict().items()}

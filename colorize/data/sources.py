@@ -1,9 +1,13 @@
 """Where labelled images come from: CIFAR-10 (downloaded or official files) and image folders.
 
-Every source is read in place (archives are streamed, never unpacked to disk) into uint8 arrays
-at the requested square resolution. ``open_source(spec)`` picks the reader for a ``--data``
+A source is first listed: ``source.listed(scratch_dir)`` yields its classes and, per split, a key
+and a label for every image, with no pixels decoded; ``listing.image(key, resolution)`` then
+decodes one image at the requested square resolution, in whichever process asks. Archives are
+read in place (members by their offset; a compressed archive is first copied, uncompressed, to
+a temporary file in ``scratch_dir``). ``open_source(spec)`` picks the reader for a ``--data``
 value; the source's ``fingerprint`` changes whenever its content may have changed.
 """
+import contextlib
 import hashlib
 import os
 import pickle
@@ -12,14 +16,14 @@ import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
 from colorize.errors import ColorizeError
-from colorize.io import sha256_file
-from colorize.images import UnreadableImage, read_rgb, square_resize
+from colorize.images import IMAGE_SUFFIXES, UnreadableImage, read_rgb, square_resize
+from colorize.io import sha256_file, temporary_path
 
 # A mirror can be named in COLORIZE_CIFAR10_URL; the checksum is always verified.
 CIFAR10_URL = os.environ.get("COLORIZE_CIFAR10_URL",
@@ -37,16 +41,18 @@ class SourceError(ColorizeError):
 
 
 @dataclass
-class SplitImages:
-    images: np.ndarray  # (N, R, R, 3) uint8
+class SplitItems:
+    keys: np.ndarray  # (N,) int64, each image's key for SourceListing.image
     labels: np.ndarray  # (N,) int64
 
 
 @dataclass
-class SourceImages:
+class SourceListing:
     classes: List[str]
-    splits: Dict[str, SplitImages]  # "train", and "test" when the source has one
-    skipped: List[str] = field(default_factory=list)  # unreadable files, by name
+    splits: Dict[str, SplitItems]  # "train", and "test" when the source has one
+    # (key, resolution) -> (R, R, 3) uint8; raises UnreadableImage naming the file
+    image: Callable[[int, int], np.ndarray]
+    skipped: List[str] = field(default_factory=list)  # files that are not images, by name
 
 
 def default_cache_dir() -> Path:
@@ -67,12 +73,13 @@ def path_fingerprint(path: Path) -> str:
 # ----------------------------------------------------------------------------- CIFAR-10 files
 
 
-def _resize_all(images: np.ndarray, resolution: int) -> np.ndarray:
-    if images.shape[1] == resolution:
-        return images
+def _square(image: np.ndarray, resolution: int) -> np.ndarray:
+    """A square (S, S, 3) uint8 image at ``resolution``."""
+    if image.shape[0] == resolution:
+        return image
     from PIL import Image
 
-    return np.stack([square_resize(Image.fromarray(image), resolution) for image in images])
+    return square_resize(Image.fromarray(image), resolution)
 
 
 class Cifar10Files:
@@ -100,7 +107,9 @@ class Cifar10Files:
                 if member.isfile() and name in _CIFAR10_MEMBERS:
                     yield name, pickle.load(archive.extractfile(member), encoding="latin1")
 
-    def read(self, resolution: int) -> SourceImages:
+    @contextlib.contextmanager
+    def listed(self, scratch_dir: Optional[Path] = None) -> Iterator[SourceListing]:
+        """The 60,000 images (32 x 32, 184 MB) are held in memory; keys index them."""
         batches = {}
         try:
             for name, content in tqdm(self._batches(), desc=f"reading {self.path.name}", total=7):
@@ -110,16 +119,17 @@ class Cifar10Files:
         missing = [n for n in _CIFAR10_MEMBERS if n not in batches]
         if missing:
             raise SourceError(f"{self.path}: CIFAR-10 files missing: {', '.join(missing)}")
-
-        def split(names) -> SplitImages:
-            data = np.concatenate([batches[n]["data"] for n in names])
-            images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-            labels = np.concatenate([batches[n]["labels"] for n in names]).astype(np.int64)
-            return SplitImages(_resize_all(np.ascontiguousarray(images), resolution), labels)
-
-        return SourceImages(
+        order = _CIFAR10_TRAIN + ("test_batch",)
+        pixels = np.concatenate([batches[n]["data"] for n in order]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        pixels = np.ascontiguousarray(pixels)
+        labels = np.concatenate([batches[n]["labels"] for n in order]).astype(np.int64)
+        train = len(labels) - len(batches["test_batch"]["labels"])
+        keys = np.arange(len(labels))
+        yield SourceListing(
             classes=list(batches["batches.meta"]["label_names"]),
-            splits={"train": split(_CIFAR10_TRAIN), "test": split(("test_batch",))},
+            splits={"train": SplitItems(keys[:train], labels[:train]),
+                    "test": SplitItems(keys[train:], labels[train:])},
+            image=lambda key, resolution: _square(pixels[key], resolution),
         )
 
 
@@ -136,9 +146,11 @@ class Cifar10Download(Cifar10Files):
     def fingerprint(self) -> str:
         return f"md5:{CIFAR10_MD5}"
 
-    def read(self, resolution: int) -> SourceImages:
+    @contextlib.contextmanager
+    def listed(self, scratch_dir: Optional[Path] = None) -> Iterator[SourceListing]:
         self.download()
-        return super().read(resolution)
+        with super().listed(scratch_dir) as listing:
+            yield listing
 
     def download(self) -> None:
         from torchvision.datasets.utils import check_integrity, download_url
@@ -167,29 +179,65 @@ class Cifar10Download(Cifar10Files):
 # ----------------------------------------------------------------------------- image folders
 
 
-def _image_files(root: Path) -> Iterator[Tuple[str, bytes]]:
+def _folder_files(root: Path) -> Iterator[str]:
+    """Every file under ``root`` not hidden, as a relative POSIX name, in sorted walk order."""
     for directory, subdirectories, names in os.walk(root):
         subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
         for name in sorted(names):
             if not name.startswith("."):
-                path = Path(directory) / name
-                yield path.relative_to(root).as_posix(), path.read_bytes()
+                yield (Path(directory) / name).relative_to(root).as_posix()
 
 
-def _archive_files(path: Path) -> Iterator[Tuple[str, bytes]]:
+def _is_uncompressed_tar(path: Path) -> bool:
     try:
-        with tarfile.open(path, "r:*") as archive:
-            for member in archive:
-                parts = PurePosixPath(member.name).parts
-                if member.isfile() and not any(p.startswith(".") for p in parts):
-                    yield member.name, archive.extractfile(member).read()
-    except (tarfile.TarError, OSError, EOFError) as error:
-        raise SourceError(f"{path}: not a readable tar archive ({error})") from None
+        with tarfile.open(path, "r:"):
+            return True
+    except tarfile.ReadError:
+        return False
+
+
+@contextlib.contextmanager
+def _plain_tar(path: Path, scratch_dir: Path) -> Iterator[Path]:
+    """``path`` if it is an uncompressed tar archive, else a temporary uncompressed copy of it in
+    ``scratch_dir`` (removed afterwards), so that members can be read by their offset."""
+    if _is_uncompressed_tar(path):
+        yield path
+        return
+    copy = temporary_path(Path(scratch_dir) / f"{path.name}.tar")
+    try:
+        try:
+            with tarfile.open(path, "r:*") as archive, open(copy, "wb") as plain:
+                archive.fileobj.seek(0)  # the decompressed stream
+                shutil.copyfileobj(archive.fileobj, plain, 1 << 22)
+        except (tarfile.TarError, OSError, EOFError) as error:
+            raise SourceError(f"{path}: not a readable tar archive ({error})") from None
+        yield copy
+    finally:
+        copy.unlink(missing_ok=True)
+
+
+def _tar_members(path: Path) -> Tuple[List[str], np.ndarray, np.ndarray]:
+    """Names, data offsets and sizes of the regular files of a tar archive, none hidden."""
+    names, offsets, sizes = [], [], []
+    with tarfile.open(path, "r:") as archive:
+        for member in archive:
+            if member.isfile() and not any(p.startswith(".") for p in PurePosixPath(member.name).parts):
+                names.append(member.name)
+                offsets.append(member.offset_data)
+                sizes.append(member.size)
+    return names, np.array(offsets, dtype=np.int64), np.array(sizes, dtype=np.int64)
+
+
+def _read_member(path: Path, offset: int, size: int) -> bytes:
+    with open(path, "rb") as file:
+        file.seek(offset)
+        return file.read(size)
 
 
 class ImageFolder:
     """A tree ``train/<class>/*`` and ``test/<class>/*``, or ``<class>/*`` with no split; as a
-    directory or a ``.tar`` / ``.tar.gz`` of one (a single enclosing folder is allowed)."""
+    directory or a ``.tar`` / ``.tar.gz`` of one (a single enclosing folder is allowed). Files
+    whose suffix is not an image's are skipped and named."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -199,45 +247,53 @@ class ImageFolder:
     def fingerprint(self) -> str:
         return path_fingerprint(self.path)
 
-    def read(self, resolution: int) -> SourceImages:
-        files = _archive_files(self.path) if self.path.is_file() else _image_files(self.path)
-        decoded: List[Tuple[PurePosixPath, np.ndarray]] = []
-        skipped = []
-        for name, content in tqdm(files, desc=f"decoding {self.path.name}", unit=" images"):
-            try:
-                decoded.append((PurePosixPath(name), square_resize(read_rgb(content, name), resolution)))
-            except UnreadableImage as error:
-                skipped.append(str(error))
-        for line in skipped:
-            print(f"skipped {self.path}/{line}")
-        if not decoded:
-            raise SourceError(f"{self.path}: no readable images found")
-        return self._organise(decoded, skipped)
+    @contextlib.contextmanager
+    def listed(self, scratch_dir: Optional[Path] = None) -> Iterator[SourceListing]:
+        if self.path.is_dir():
+            names = list(tqdm(_folder_files(self.path), desc=f"listing {self.path.name}", unit=" files"))
+            yield self._listing(names, lambda key: (self.path / names[key]).read_bytes())
+            return
+        with _plain_tar(self.path, scratch_dir or Path(tempfile.gettempdir())) as tar:
+            names, offsets, sizes = _tar_members(tar)
+            yield self._listing(names, lambda key: _read_member(tar, offsets[key], sizes[key]))
 
-    def _organise(self, decoded, skipped) -> SourceImages:
-        shallow = [str(p) for p, _ in decoded if len(p.parts) < 2]
+    def _listing(self, names: List[str], read: Callable[[int], bytes]) -> SourceListing:
+        """The listing of the files ``names``, whose bytes ``read(key)`` returns by position."""
+        keys = [key for key, name in enumerate(names) if PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES]
+        skipped = [f"{name}: not an image file (its suffix is none of {' '.join(IMAGE_SUFFIXES)})"
+                   for name in sorted(set(names) - {names[key] for key in keys})]
+        for line in skipped:
+            print(f"skipped {line}")
+        if not keys:
+            raise SourceError(f"{self.path}: no image files found ({' '.join(IMAGE_SUFFIXES)})")
+
+        def image(key: int, resolution: int) -> np.ndarray:
+            return square_resize(read_rgb(read(key), names[key], at_least=resolution), resolution)
+
+        classes, splits = self._organise([PurePosixPath(names[key]) for key in keys], np.array(keys))
+        return SourceListing(classes, splits, image, skipped)
+
+    def _organise(self, paths: List[PurePosixPath], keys: np.ndarray) -> Tuple[List[str], Dict[str, SplitItems]]:
+        """Classes and splits from the image files' ``paths`` (with their ``keys``)."""
+        shallow = [str(p) for p in paths if len(p.parts) < 2]
         if shallow:
             raise SourceError(
                 f"{self.path}: images must sit in class folders (<class>/image or "
                 f"train/<class>/image); {shallow[0]} does not"
             )
-        has_splits = all(len(p.parts) >= 3 and p.parts[-3] in _SPLIT_FOLDERS for p, _ in decoded)
-        split_of = (lambda p: p.parts[-3]) if has_splits else (lambda p: "train")
-        classes = sorted({p.parts[-2] for p, _ in decoded if split_of(p) == "train"})
+        has_splits = all(len(p.parts) >= 3 and p.parts[-3] in _SPLIT_FOLDERS for p in paths)
+        split_of = np.array([p.parts[-3] if has_splits else "train" for p in paths])
+        class_of = np.array([p.parts[-2] for p in paths])
+        classes = sorted(set(class_of[split_of == "train"]))
         if not classes:
             raise SourceError(f"{self.path}: there is a test/ folder but no train/ folder")
-        index = {name: i for i, name in enumerate(classes)}
-        unknown = sorted({p.parts[-2] for p, _ in decoded} - set(classes))
+        unknown = sorted(set(class_of) - set(classes))
         if unknown:
             raise SourceError(f"{self.path}: test classes {unknown} have no train/ folder")
-        splits = {}
-        for split in sorted({split_of(p) for p, _ in decoded}):
-            chosen = [(p, image) for p, image in decoded if split_of(p) == split]
-            splits[split] = SplitImages(
-                images=np.stack([image for _, image in chosen]),
-                labels=np.array([index[p.parts[-2]] for p, _ in chosen], dtype=np.int64),
-            )
-        return SourceImages(classes=classes, splits=splits, skipped=skipped)
+        labels = np.searchsorted(classes, class_of).astype(np.int64)
+        splits = {split: SplitItems(keys[split_of == split], labels[split_of == split])
+                  for split in sorted(set(split_of))}
+        return classes, splits
 
 
 def _is_cifar10_archive(path: Path) -> bool:

@@ -14,7 +14,7 @@ from colorize.run_dir import LAST
 
 
 class CheckpointError(ColorizeError):
-    """A run directory lacks the checkpoint asked for, or it cannot be read."""
+    """A run directory lacks the checkpoint asked for, or it cannot be read or resumed as asked."""
 
 
 def save_last(accelerator: Accelerator, run_dir: Path) -> None:

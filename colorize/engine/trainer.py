@@ -4,14 +4,16 @@ build, resume, fit, test.
 One process or many (DDP under ``accelerate launch`` or ``torchrun``); the model, loss,
 optimizer and schedule named by the config; mixed precision and gradient accumulation;
 validation every epoch with early stopping on val ab L1, agreed by every process; ``last/``
-and ``best/`` every epoch; and, at the end, the test metrics of the best model. Everything a
-run produces lands in its run directory (:mod:`colorize.run_dir`).
+and ``best/`` every epoch, and ``last/`` also every ``train.checkpoint_every`` optimizer steps
+within an epoch (a resume goes on at the epoch's next batch); and, at the end, the test
+metrics of the best model. Everything a run produces lands in its run directory
+(:mod:`colorize.run_dir`).
 """
 import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -21,7 +23,7 @@ from accelerate.utils import set_seed
 from tqdm import tqdm
 
 from colorize.config import Config, ConfigError, flat_settings, load_config, save_config
-from colorize.data.loaders import SplitLoader, build_loaders, per_process_batch_size
+from colorize.data.loaders import Batch, SplitLoader, build_loaders, per_process_batch_size
 from colorize.data.manifest import read_manifest
 from colorize.data.prior import AbPrior, read_prior
 from colorize.engine import checkpoint
@@ -50,6 +52,18 @@ class RunExists(ColorizeError):
 
 
 @dataclass
+class EpochProgress:
+    """How far into an epoch a mid-epoch checkpoint is: the batches trained on, and the epoch's
+    running sums so far, over all processes."""
+
+    batches: int  # of the epoch, trained on
+    world: int  # the processes that trained them (each one's share of the epoch depends on their number)
+    seen: torch.Tensor  # (samples,) int32 on the CPU: how often each training sample was trained on
+    total: dict  # the epoch's loss sums (_Window.state)
+    window: dict  # those since the last log line
+
+
+@dataclass
 class TrainState:
     """Progress saved in every ``last/`` checkpoint (registered with the Accelerator)."""
 
@@ -58,15 +72,19 @@ class TrainState:
     step: int = 0  # optimizer steps taken
     history: List[dict] = field(default_factory=list)
     tracking_id: Optional[str] = None  # the W&B run to continue
+    progress: Optional[EpochProgress] = None  # how far into epoch ``epoch``: in mid-epoch checkpoints only
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "step": self.step, "history": self.history,
-                "early_stopping": self.early_stopping.state_dict(), "tracking_id": self.tracking_id}
+                "early_stopping": self.early_stopping.state_dict(), "tracking_id": self.tracking_id,
+                "progress": None if self.progress is None else asdict(self.progress)}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
         self.early_stopping.load_state_dict(state["early_stopping"])
         self.tracking_id = state["tracking_id"]
+        progress = state.get("progress")  # runs saved before train.checkpoint_every existed have none
+        self.progress = None if progress is None else EpochProgress(**progress)
 
 
 @dataclass
@@ -97,9 +115,9 @@ class Training:
 
 
 class _Window:
-    """Loss sums and timings since the last log line. The sums stay on the device, so adding a
-    batch never waits for it; ``read`` sums them over processes. The loss's parts are whatever
-    it returns."""
+    """Loss sums and timings since the last log line (or the epoch's start). The sums stay on the
+    device, so adding a batch never waits for it; ``read`` sums them over processes. The loss's
+    parts are whatever it returns."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -117,12 +135,33 @@ class _Window:
         self.images += images
         self.wait += wait
 
-    def read(self, accelerator: Accelerator) -> Dict[str, float]:
-        """Global mean losses (``loss`` and ``loss_<part>``), images/s and the fraction of time
-        spent waiting for data."""
+    @classmethod
+    def carried_on(cls, device: torch.device, state: dict) -> "_Window":
+        """A window that goes on from one's :meth:`state`."""
+        window = cls(device)
+        window.parts, window.images, window.wait = list(state["parts"]), state["images"], state["wait"]
+        if window.parts:
+            window.sums = torch.tensor(state["sums"], dtype=torch.float64, device=device)
+        window.started -= state["seconds"]
+        return window
+
+    def _global_sums(self, accelerator: Accelerator) -> Tuple[List[float], int]:
+        """(the loss sums, the images) over all processes."""
         sums = self.sums if self.sums is not None else torch.zeros(0, dtype=torch.float64, device=self.device)
         local = torch.cat((sums, sums.new_full((1,), self.images)))
         *totals, images = accelerator.reduce(local, reduction="sum").tolist()
+        return totals, int(images)
+
+    def state(self, accelerator: Accelerator) -> dict:
+        """The window so far, its sums over all processes (every process calls this)."""
+        totals, images = self._global_sums(accelerator)
+        return {"parts": self.parts, "sums": totals, "images": images, "wait": self.wait,
+                "seconds": time.perf_counter() - self.started}
+
+    def read(self, accelerator: Accelerator) -> Dict[str, float]:
+        """Global mean losses (``loss`` and ``loss_<part>``), images/s and the fraction of time
+        spent waiting for data."""
+        totals, images = self._global_sums(accelerator)
         seconds = time.perf_counter() - self.started
         values = {"loss" if name == "total" else f"loss_{name}": total / max(images, 1)
                   for name, total in zip(self.parts, totals)}
@@ -140,13 +179,14 @@ def _check_finite(values: Dict[str, float], epoch: int, step: int, run_dir: Path
         )
 
 
-def _accumulation_groups(batches: int, accum: int):
-    """For each batch of an epoch: (size of its accumulation group, whether the optimizer steps
-    after it). The last group of an epoch may be smaller; it is applied at the epoch's end."""
-    for index in range(batches):
-        start = index - index % accum
+def _accumulation_groups(batches: int, accum: int, first: int = 0):
+    """For each batch of an epoch from batch ``first`` on: (its index, the size of its
+    accumulation group, whether the optimizer steps after it). Groups start at ``first``; the
+    last one of an epoch may be smaller: it is applied at the epoch's end."""
+    for index in range(first, batches):
+        start = index - (index - first) % accum
         end = min(start + accum, batches)
-        yield end - start, index + 1 == end
+        yield index, end - start, index + 1 == end
 
 
 def _optimizer_step(training: Training) -> None:
@@ -159,17 +199,58 @@ def _optimizer_step(training: Training) -> None:
     training.state.step += 1
 
 
+class _EpochSums:
+    """One process's running sums of an epoch: its losses (``total``), those since the last log
+    line (``window``), and how often each sample was trained on. A resumed epoch's sums go on, in
+    the main process only, from the sums over all processes that its checkpoint saved."""
+
+    def __init__(self, accelerator: Accelerator, samples: int, saved: Optional[EpochProgress]):
+        device = accelerator.device
+        carried = saved if accelerator.is_main_process else None
+        self.seen = (torch.zeros(samples, dtype=torch.int32, device=device) if carried is None
+                     else carried.seen.to(device))
+        self.total = _Window(device) if carried is None else _Window.carried_on(device, carried.total)
+        self.window = _Window(device) if carried is None else _Window.carried_on(device, carried.window)
+
+    def add(self, batch: Batch, losses: Dict[str, torch.Tensor], waited: float) -> None:
+        self.seen.index_put_((batch.index,), torch.ones_like(batch.index, dtype=torch.int32), accumulate=True)
+        self.window.add(losses, len(batch.l), waited)
+        self.total.add(losses, len(batch.l), waited)
+
+    def progress(self, accelerator: Accelerator, batches: int) -> EpochProgress:
+        """The epoch so far, after ``batches`` batches (every process calls this)."""
+        seen = accelerator.reduce(self.seen, reduction="sum").cpu()
+        return EpochProgress(batches, accelerator.num_processes, seen, self.total.state(accelerator),
+                             self.window.state(accelerator))
+
+    def coverage(self, accelerator: Accelerator) -> Dict[str, int]:
+        """How many samples the epoch trained on once, not at all, and more than once."""
+        seen = accelerator.reduce(self.seen, reduction="sum")
+        return {"samples_seen_once": int((seen == 1).sum()), "samples_unseen": int((seen == 0).sum()),
+                "samples_repeated": int((seen > 1).sum())}
+
+
+def _save_within_epoch(training: Training, sums: _EpochSums, batches: int) -> None:
+    """Write ``last/`` with how far into the epoch the run is (every process calls this)."""
+    training.state.progress = sums.progress(training.accelerator, batches)
+    checkpoint.save_last(training.accelerator, training.config.run.path)
+    training.state.progress = None
+
+
 def train_epoch(training: Training, epoch: int) -> Dict[str, float]:
-    """One pass over the training split; returns the epoch's global means and throughput."""
+    """One pass over the training split (the rest of it, after a mid-epoch checkpoint); returns
+    the epoch's global means and throughput."""
     model, accelerator, config, loader = training.model, training.accelerator, training.config, training.loaders["train"]
+    state, every = training.state, config.train.checkpoint_every
+    saved, state.progress = state.progress, None
+    first = 0 if saved is None else saved.batches
     model.train()
-    loader.set_epoch(epoch)
-    total, window = _Window(accelerator.device), _Window(accelerator.device)
-    progress = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch",
-                    disable=not accelerator.is_local_main_process, leave=False, dynamic_ncols=True)
-    seen = torch.zeros(loader.num_samples, dtype=torch.int32, device=accelerator.device)
+    loader.set_epoch(epoch, first)
+    sums = _EpochSums(accelerator, loader.num_samples, saved)
+    bar = tqdm(total=len(loader), initial=first, desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch",
+               disable=not accelerator.is_local_main_process, leave=False, dynamic_ncols=True)
     batches = iter(loader)
-    for index, (group_size, steps) in enumerate(_accumulation_groups(len(loader), config.train.grad_accum)):
+    for index, group_size, steps in _accumulation_groups(len(loader), config.train.grad_accum, first):
         waited = time.perf_counter()
         batch = next(batches)
         waited = time.perf_counter() - waited
@@ -178,23 +259,22 @@ def train_epoch(training: Training, epoch: int) -> Dict[str, float]:
             accelerator.backward(losses["total"] / group_size)
         if steps:
             _optimizer_step(training)
-        seen.index_put_((batch.index,), torch.ones_like(batch.index, dtype=torch.int32), accumulate=True)
-        window.add(losses, len(batch.l), waited)
-        total.add(losses, len(batch.l), waited)
-        progress.update()
+        sums.add(batch, losses, waited)
+        bar.update()
         if (index + 1) % config.train.log_every == 0 or index + 1 == len(loader):
-            values = window.read(accelerator)
-            _check_finite(values, epoch + 1, training.state.step, config.run.path)
+            values = sums.window.read(accelerator)
+            _check_finite(values, epoch + 1, state.step, config.run.path)
             accelerator.log({f"train/{k}": v for k, v in values.items() if k not in ("images", "seconds")}
                             | {"train/lr": training.optimizer.param_groups[0]["lr"], "epoch": epoch + 1},
-                            step=training.state.step)
-            progress.set_postfix(loss=f"{values['loss']:.3f}", img_s=f"{values['images_per_s']:.0f}")
-            window = _Window(accelerator.device)
-    progress.close()
-    seen = accelerator.reduce(seen, reduction="sum")
-    coverage = {"samples_seen_once": int((seen == 1).sum()), "samples_unseen": int((seen == 0).sum()),
-                "samples_repeated": int((seen > 1).sum())}
-    return total.read(accelerator) | coverage | {"lr": training.optimizer.param_groups[0]["lr"]}
+                            step=state.step)
+            bar.set_postfix(loss=f"{values['loss']:.3f}", img_s=f"{values['images_per_s']:.0f}")
+            sums.window = _Window(accelerator.device)
+        # every checkpoint_every steps, but for the epoch's last (fit saves last/ after it)
+        if steps and every and state.step % every == 0 and index + 1 < len(loader):
+            _save_within_epoch(training, sums, index + 1)
+    bar.close()
+    lr = training.optimizer.param_groups[0]["lr"]
+    return sums.total.read(accelerator) | sums.coverage(accelerator) | {"lr": lr}
 
 
 # --- build ---------------------------------------------------------------------------------------
@@ -290,9 +370,10 @@ def _check_resume_keeps(previous: Config, config: Config) -> None:
                               f"start a new run with --config instead")
 
 
-def _resume_plan(previous: Config, config: Config, state: TrainState) -> Tuple[bool, str]:
-    """(whether training goes on, the message that says what a resume does). Raising
-    ``train.epochs`` on a run that stopped early restarts its early-stopping count."""
+def _resume_plan(previous: Config, config: Config, state: TrainState, batches: int) -> Tuple[bool, str]:
+    """(whether training goes on, the message that says what a resume does), for a run of
+    ``batches`` batches per epoch. Raising ``train.epochs`` on a run that stopped early restarts
+    its early-stopping count."""
     early, epochs, done = state.early_stopping, config.train.epochs, state.epoch
     if early.should_stop and epochs > previous.train.epochs:
         early.bad_epochs = 0
@@ -308,7 +389,17 @@ def _resume_plan(previous: Config, config: Config, state: TrainState) -> Tuple[b
                       f"training on to epoch {epochs}")
     if done >= previous.train.epochs:
         return True, f"the run trained all {done} epochs; train.epochs is now {epochs}: training on"
+    if state.progress is not None:
+        return True, f"resuming epoch {done + 1} at batch {state.progress.batches + 1} of {batches}"
     return True, f"resuming after epoch {done} of {epochs}"
+
+
+def _check_same_world(state: TrainState, world: int, run_dir: Path) -> None:
+    """Refuse to go on with an epoch's rest on another number of processes than began it."""
+    if state.progress is not None and state.progress.world != world:
+        raise checkpoint.CheckpointError(
+            f"{run_dir}/{LAST} was saved within epoch {state.epoch + 1} by {state.progress.world} processes, "
+            f"which share that epoch's samples among them; resume it with {state.progress.world} processes")
 
 
 def resume(training: Training, previous: Config) -> bool:
@@ -316,7 +407,10 @@ def resume(training: Training, previous: Config) -> bool:
     the run trains on."""
     run_dir = training.config.run.path
     checkpoint.load_last(training.accelerator, run_dir)
-    going_on, message = _resume_plan(previous, training.config, training.state)
+    state = training.state
+    going_on, message = _resume_plan(previous, training.config, state, len(training.loaders["train"]))
+    if going_on:
+        _check_same_world(state, training.accelerator.num_processes, run_dir)
     training.accelerator.print(f"{run_dir}: {message}")
     return going_on
 
@@ -366,8 +460,8 @@ def fit(training: Training, visuals: Optional[EpochVisuals]) -> None:
     for epoch in range(state.epoch, config.train.epochs):
         if state.early_stopping.should_stop:
             break
-        started = time.perf_counter()
         train_values = train_epoch(training, epoch)
+        trained = time.perf_counter()
         sync_buffers(plain_model, accelerator)
         if training.average is not None:
             sync_buffers(training.average.model, accelerator)
@@ -377,7 +471,8 @@ def fit(training: Training, visuals: Optional[EpochVisuals]) -> None:
             _save_best(training)
         state.epoch = epoch + 1
         state.history.append({"epoch": epoch + 1, "step": state.step, "train": train_values, "val": val,
-                              "model_checksums": checksums, "seconds": time.perf_counter() - started})
+                              "model_checksums": checksums,
+                              "seconds": train_values["seconds"] + time.perf_counter() - trained})
         accelerator.log({f"val/{k}": v for k, v in val.items()} | {"epoch": epoch + 1}, step=state.step)
         if visuals is not None:
             visuals.grid(training.evaluated_model, epoch + 1, state.step)

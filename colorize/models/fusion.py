@@ -4,7 +4,9 @@ After Iizuka, Simo-Serra and Ishikawa, "Let there be Color!" (SIGGRAPH 2016), at
 scale as in S. Puri's 2019 report "Baseline Image Colorization", with two defects of that
 report's code fixed: the classifier returns logits (no softmax before the cross-entropy) and
 the encoder runs once per forward pass. The input is L in [0, 100]; the outputs are ab in
-CIELAB units at the input resolution and one score per class.
+CIELAB units at the input resolution and one score per class. As in Iizuka et al., the global
+branch sees a fixed-size view (the encoder's features pooled to the 4 x 4 grid of a 32-pixel
+image), so its parameters do not grow with the resolution.
 """
 from dataclasses import dataclass
 from typing import Optional
@@ -17,6 +19,8 @@ from colorize.errors import ConfigError, check_positive
 from colorize.models.base import Colorizer, Prediction, average_with_mirror
 from colorize.models.head import ColourHead, HeadSettings, colour_layer
 from colorize.registry import MODELS
+
+GLOBAL_GRID = 4  # the global branch's view: the encoder's grid at 32 pixels
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0,
@@ -72,7 +76,7 @@ class FusionColorizer(Colorizer):
         settings = settings or FusionSettings()
         width, global_hidden, global_dim = settings.width, settings.global_hidden, settings.global_dim
         decoder_groups = settings.decoder_groups
-        deep, grid = 4 * width, resolution // 8
+        deep = 4 * width
         self.encoder = nn.Sequential(
             conv_bn_relu(1, width, 4, 2, 1),
             conv_bn_relu(width, 2 * width, 4, 2, 1),
@@ -80,10 +84,11 @@ class FusionColorizer(Colorizer):
             conv_bn_relu(deep, deep, 3, 1, 1),
         )
         self.mid = nn.Sequential(conv_bn_relu(deep, deep, 3, 1, 1), conv_bn_relu(deep, deep, 3, 1, 2, 2))
+        self.global_view = nn.AdaptiveAvgPool2d(GLOBAL_GRID)  # the identity at 32 pixels
         self.global_features = nn.Sequential(
             conv_bn_relu(deep, deep, 3, 1, 1),
             nn.Flatten(),
-            linear_bn_relu(deep * grid * grid, global_hidden),
+            linear_bn_relu(deep * GLOBAL_GRID * GLOBAL_GRID, global_hidden),
             linear_bn_relu(global_hidden, global_dim),
         )
         self.classifier = nn.Linear(global_dim, num_classes)
@@ -99,7 +104,7 @@ class FusionColorizer(Colorizer):
     def fuse(self, features: torch.Tensor):
         """The encoder's output -> (mid-level features fused with the global summary, the summary)."""
         mid = self.mid(features)
-        summary = self.global_features(features)
+        summary = self.global_features(self.global_view(features))
         tiled = summary[:, :, None, None].expand(-1, -1, *mid.shape[-2:])
         return self.fusion(torch.cat((mid, tiled), dim=1)), summary
 
