@@ -35,6 +35,8 @@ from colorize.io import atomic_path, remove_stale_temporaries, sha256_file, temp
 from colorize.models.registry import check_resolution
 
 STORAGE_DTYPES = ("float32", "float16")
+# the array type each storage dtype is written as: FFCV cannot read float16, so its bits go as int16
+_WRITTEN_AS = {"float32": np.float32, "float16": np.int16}
 _BLOCK = 64  # images a writer process decodes and converts to LAB together
 _CHUNK = 8 * _BLOCK  # images a writer process takes from FFCV's queue at a time
 _PRIOR_BATCH_PIXELS = 1 << 20  # pixels per batch read to count the prior
@@ -127,8 +129,7 @@ class _LabSamples:
         return self._lab[position % _BLOCK], int(self.split.labels[position]), position
 
     def _convert(self, block: int) -> np.ndarray:
-        """LAB (n, 3, R, R) of the block's images, in the storage dtype (float16 as its int16 bits:
-        FFCV cannot read float16 arrays)."""
+        """LAB (n, 3, R, R) of the block's images, in the storage dtype, written as ``_WRITTEN_AS``."""
         torch.set_num_threads(1)  # one thread per writer process
         keys = self.split.keys[block * _BLOCK : (block + 1) * _BLOCK]
         rgb = np.zeros((len(keys), self.resolution, self.resolution, 3), dtype=np.uint8)
@@ -141,7 +142,7 @@ class _LabSamples:
         lab = rgb8_to_lab(torch.from_numpy(rgb).permute(0, 3, 1, 2)).numpy().astype(self.dtype)
         if self.bin_counts is not None:
             self.bin_counts.add(torch.from_numpy(lab[:, 1:]).float())  # the values as stored
-        return lab.view(np.int16) if self.dtype == "float16" else lab
+        return lab.view(_WRITTEN_AS[self.dtype])
 
 
 @contextlib.contextmanager
@@ -160,7 +161,7 @@ def _write_once(path: Path, samples: _LabSamples, name: str) -> None:
         import ffcv.writer
         from ffcv.fields import IntField, NDArrayField
 
-    lab_dtype = np.dtype(np.int16 if samples.dtype == "float16" else np.float32)
+    lab_dtype = np.dtype(_WRITTEN_AS[samples.dtype])
     shape = (3, samples.resolution, samples.resolution)
     fields = {"lab": NDArrayField(lab_dtype, shape), "label": IntField(), "index": IntField()}
     with keep_torch_threads(), _named_progress(ffcv.writer, f"{name}: decode, LAB, write"):
