@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from colorize.ab_bins import BinLookup, soft_encode
-from colorize.data.prior import AbPrior
+from colorize.data.prior import MIX, AbPrior, rebalancing_weights
 from colorize.errors import ConfigError, check_positive
 from colorize.models.base import Prediction
 from colorize.registry import LOSSES
@@ -48,29 +48,35 @@ class HuberClassLoss:
 class BinsClassSettings:
     class_weight: float = 1.0
     rebalance: bool = True  # weight each pixel by the rarity of its colour's bin
+    rebalance_mix: float = MIX  # lambda: the uniform's share mixed into the prior; towards 1, rare colours weigh less
 
     def __post_init__(self):
         if self.class_weight < 0:
             raise ConfigError(f"loss.class_weight must be >= 0, got {self.class_weight}")
+        if not 0 < self.rebalance_mix <= 1:
+            raise ConfigError(f"loss.rebalance_mix must be in (0, 1] (1 weighs every colour alike), "
+                              f"got {self.rebalance_mix}")
 
 
 @LOSSES.register("bins_class", BinsClassSettings)
 class RebalancedBinLoss:
     """Zhang et al.'s objective for networks with a bin head (``model.head=bins``): the
     cross-entropy of the bin scores against each true ab value soft-encoded on its nearest bins,
-    each pixel weighted by its nearest bin's rebalancing weight; plus ``class_weight`` x the
+    each pixel weighted by its nearest bin's rebalancing weight (from the prior mixed with
+    ``rebalance_mix`` of the uniform); plus ``class_weight`` x the
     cross-entropy of the class. In float32."""
 
     head = "bins"
     needs_prior = True
 
     def __init__(self, settings: BinsClassSettings, prior: AbPrior):
-        self.settings, self.prior, self.lookup = settings, prior, BinLookup(prior.centres)
+        self.settings, self.lookup = settings, BinLookup(prior.centres)
+        self.weights = rebalancing_weights(prior.prior, settings.rebalance_mix) if settings.rebalance else None
 
     def __call__(self, prediction: Prediction, batch) -> Dict[str, torch.Tensor]:
         targets, bins = soft_encode(batch.ab, self.lookup)
-        if self.settings.rebalance:
-            targets = targets * self.prior.weights[bins[:, :1]]
+        if self.weights is not None:
+            targets = targets * self.weights[bins[:, :1]]
         # The scores may be coarser than the image by a factor f: each score then stands for f x f
         # pixels, whose targets are gathered beside each other (channels) at the scores' resolution.
         factor = batch.ab.shape[-1] // prediction.ab_scores.shape[-1]

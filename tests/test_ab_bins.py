@@ -6,7 +6,7 @@ import torch
 
 from colorize.ab_bins import GRID, BinLookup, annealed_mean, gamut_bins, soft_encode
 from colorize.color import rgb_to_lab
-from colorize.data.prior import count_bins, rebalanced
+from colorize.data.prior import count_bins, rebalanced, rebalancing_weights
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +90,7 @@ def test_the_prior_weights_rare_colours_up_with_mean_one_under_the_prior(centres
     assert (prior.prior * prior.weights).sum().item() == pytest.approx(1.0, rel=1e-5)
     assert prior.weights[grey] < prior.weights[rare] < prior.weights.max()
     assert prior.prior[grey] < 0.9  # smoothed onto the neighbours
+    spread = {mix: rebalancing_weights(prior.prior, mix) for mix in (0.5, 0.8, 1.0)}
+    assert torch.allclose(spread[0.5], prior.weights)
+    assert spread[0.8][rare] / spread[0.8][grey] < spread[0.5][rare] / spread[0.5][grey]
+    assert torch.allclose(spread[1.0], torch.ones(len(centres)))  # every colour alike

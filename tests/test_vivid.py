@@ -17,7 +17,7 @@ from colorize.config import ConfigError
 from colorize.errors import ColorizeError
 from colorize.data.manifest import DataError
 from colorize.data.prepare import prepare
-from colorize.data.prior import PRIOR_FILE, AbPrior, read_prior
+from colorize.data.prior import PRIOR_FILE, AbPrior, read_prior, rebalancing_weights
 from colorize.engine.evaluate import evaluate_run
 from colorize.engine.trainer import train
 from colorize.losses import BinsClassSettings, RebalancedBinLoss
@@ -107,8 +107,10 @@ def test_every_network_takes_a_bin_head(name):
 def test_the_bin_loss_of_coarse_scores_is_the_cross_entropy_of_each_pixel_against_the_score_covering_it():
     centres = gamut_bins()
     generator = torch.Generator().manual_seed(0)
-    weights = torch.rand(len(centres), generator=generator) + 0.5
-    loss = RebalancedBinLoss(BinsClassSettings(class_weight=0.0), AbPrior(centres, weights / weights.sum(), weights))
+    prior = torch.rand(len(centres), generator=generator) + 0.5
+    prior = prior / prior.sum()
+    weights = rebalancing_weights(prior, 0.7)
+    loss = RebalancedBinLoss(BinsClassSettings(class_weight=0.0, rebalance_mix=0.7), AbPrior(centres, prior, rebalancing_weights(prior)))
     ab = rgb_to_lab(torch.rand(2, 3, 8, 8, generator=generator, dtype=torch.float64))[:, 1:].float()
     batch = SimpleNamespace(ab=ab, label=torch.zeros(2, dtype=torch.long))
     coarse = torch.randn(2, len(centres), 4, 4, generator=generator)

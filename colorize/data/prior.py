@@ -26,15 +26,20 @@ class AbPrior(NamedTuple):
 
 def rebalanced(counts: torch.Tensor, centres: torch.Tensor, sigma: float = SIGMA, mix: float = MIX) -> AbPrior:
     """Pixel counts per bin -> the prior (smoothed by a Gaussian of ``sigma`` ab units over the
-    bin centres) and weights proportional to 1 / ((1 - mix) prior + mix / Q), normalised so that
-    their mean under the prior is 1."""
+    bin centres) and its :func:`rebalancing_weights`."""
     empirical = counts.double() / counts.sum()
     distances = torch.cdist(centres.double(), centres.double())
     prior = torch.exp(-distances.square() / (2 * sigma**2)) @ empirical
     prior = prior / prior.sum()
+    return AbPrior(centres.float(), prior.float(), rebalancing_weights(prior, mix).float())
+
+
+def rebalancing_weights(prior: torch.Tensor, mix: float = MIX) -> torch.Tensor:
+    """Each bin's weight, proportional to 1 / ((1 - mix) prior + mix / Q) and normalised so that
+    its mean under ``prior`` is 1: rare colours weigh more, the less so the larger ``mix``
+    (1 weighs every bin alike)."""
     weights = 1 / ((1 - mix) * prior + mix / len(prior))
-    weights = weights / (prior * weights).sum()
-    return AbPrior(centres.float(), prior.float(), weights.float())
+    return weights / (prior * weights).sum()
 
 
 def count_bins(ab_batches: Iterable[torch.Tensor], lookup: BinLookup) -> torch.Tensor:
