@@ -32,7 +32,7 @@ from colorize.color import normalize_l
 from colorize.config import DataConfig, load_config
 from colorize.data.loaders import build_loaders
 from colorize.data.manifest import read_manifest
-from colorize.engine.runtime import has_native_bf16, precision_label
+from colorize.engine.runtime import has_native_bf16, precision_label, resolve_precision
 from colorize.engine.trainer import build_loss, data_prior, recipe_model
 from colorize.errors import ColorizeError
 from colorize.optim import build_optimizer
@@ -66,10 +66,11 @@ class ReportColorizer(FusionColorizer):
 
 
 def profile_step(data_dir: Path, batch_size: int, top: int, overrides: Sequence[str] = (), steps: int = 4) -> str:
-    """The ``top`` operators by time of ``steps`` fp32 training steps of the reference recipe's
-    model with ``overrides``, in this process, on random images at the data's resolution, as a
-    table (torch.profiler)."""
+    """The ``top`` operators by time of ``steps`` training steps of the reference recipe's model
+    with ``overrides``, in the precision its ``train.mixed_precision`` resolves to on this CPU, in
+    this process, on random images at the data's resolution, as a table (torch.profiler)."""
     config, manifest = load_config(str(RECIPE), overrides), read_manifest(data_dir)
+    precision = resolve_precision(config.train.mixed_precision, cuda=False).name
     resolution = manifest["resolution"]
     prior = data_prior(config, manifest, data_dir)
     model = recipe_model(config, manifest, prior)
@@ -83,7 +84,9 @@ def profile_step(data_dir: Path, batch_size: int, top: int, overrides: Sequence[
     loss = build_loss(config, prior, torch.device("cpu"))
 
     def step():
-        loss(model(l), Batch(l, ab, label))["total"].backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            prediction = model(l)
+        loss(prediction, Batch(l, ab, label))["total"].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -100,7 +103,7 @@ def profile_step(data_dir: Path, batch_size: int, top: int, overrides: Sequence[
                      f"{event.key} ({shapes})")
     optimizer_time = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step"))
     lines.append(f"{optimizer_time / total:>6.1%}{optimizer_time / steps / 1e3:>9.1f}  the optimizer step, all its operators")
-    lines.append(f"{total / steps / 1e3:.0f} ms per step of {batch_size} images, fp32, "
+    lines.append(f"{total / steps / 1e3:.0f} ms per step of {batch_size} images, {precision_label(precision)}, "
                  f"{torch.get_num_threads()} threads; {machine_description()}")
     return "\n".join(lines)
 

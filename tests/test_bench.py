@@ -54,12 +54,14 @@ def test_a_mistyped_benchmark_setting_fails_before_any_timing(small_dir):
     assert result.returncode != 0 and "train.compiled" in result.stderr and "timing" not in result.stderr
 
 
-def test_profile_names_the_costliest_operators(small_dir):
-    table = profile_step(small_dir, batch_size=8, top=5, overrides=["train.channels_last=false"]).splitlines()
-    assert len(table) == 1 + 5 + 2 and "aten::" in table[1]
+@pytest.mark.parametrize("precision, label", [("no", "fp32"), ("bf16", "bf16")])
+def test_profile_names_the_costliest_operators_in_the_precision_asked_for(small_dir, precision, label):
+    table = profile_step(small_dir, batch_size=8, top=5,
+                         overrides=["train.channels_last=false", f"train.mixed_precision={precision}"]).splitlines()
+    assert len(table) == 1 + 5 + 2 and any("aten::" in line for line in table[1:6])
     shares = [float(line.split()[0].rstrip("%")) for line in table[1:6]]
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100
-    assert "the optimizer step" in table[-2] and "per step of 8 images" in table[-1]
+    assert "the optimizer step" in table[-2] and f"per step of 8 images, {label}," in table[-1]
 
 
 def test_prepare_benchmark_measures_speed_and_peak_memory_of_the_prepare_command(tmp_path):

@@ -34,6 +34,19 @@ def test_auto_is_bf16_exactly_on_cpus_with_native_bf16():
     assert result.stdout.split("\n")[0] == ("bf16" if native else "no"), result.stdout
 
 
+@pytest.mark.parametrize("env", [{}, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, AVX2_ONLY])
+def test_the_cpu_description_names_native_bf16_and_amx_as_the_kernels_will_use_them(env):
+    code = "from colorize.engine.runtime import cpu_description\nprint(cpu_description())"
+    environment = {k: v for k, v in os.environ.items() if k not in AVX2_ONLY} | env
+    described = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True,
+                               check=True).stdout.strip()
+    flags = cpu_flags()
+    native = bool(flags & {"avx512_bf16", "amx_bf16"}) and env != AVX2_ONLY
+    assert described.endswith("with native bf16 (AMX)") == (native and "amx_bf16" in flags and not env)
+    assert ("with native bf16" in described) == native
+    assert described.startswith("AVX2" if env == AVX2_ONLY else "AVX")
+
+
 def test_auto_is_fp32_when_torch_and_onednn_are_limited_to_avx2():
     name, reason = resolve_in_a_new_process("auto", AVX2_ONLY).stdout.split("\n")[:2]
     assert name == "no" and "AVX2" in reason and "no native bf16" in reason

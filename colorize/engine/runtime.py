@@ -57,10 +57,21 @@ def has_native_bf16(cuda: bool) -> bool:
     return torch.cuda.is_bf16_supported(including_emulation=False) if cuda else cpu_has_native_bf16()
 
 
+def cpu_uses_amx() -> bool:
+    """Whether oneDNN computes bf16 on this CPU's AMX tiles (``ONEDNN_MAX_CPU_ISA`` below AMX
+    makes it False)."""
+    allowed = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return (cpu_has_native_bf16() and getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+            and (allowed == "ALL" or "AMX" in allowed))
+
+
 def cpu_description() -> str:
-    """The CPU kernels torch uses here, e.g. ``AVX2`` or ``AVX512 with native bf16``."""
+    """The CPU kernels torch uses here, e.g. ``AVX2``, ``AVX512 with native bf16`` or
+    ``AVX512 with native bf16 (AMX)``."""
     capability = torch.backends.cpu.get_cpu_capability()
-    return f"{capability} with native bf16" if cpu_has_native_bf16() else capability
+    if not cpu_has_native_bf16():
+        return capability
+    return f"{capability} with native bf16" + (" (AMX)" if cpu_uses_amx() else "")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from torch import nn
 from colorize.color import normalize_l
 from colorize.errors import ConfigError, check_positive
 from colorize.models.base import Colorizer, Prediction, average_with_mirror
+from colorize.models.conv import Conv2d
 from colorize.models.head import ColourHead, HeadSettings, colour_layer
 from colorize.registry import MODELS
 
@@ -26,7 +27,7 @@ GLOBAL_GRID = 4  # the global branch's view: the encoder's grid at 32 pixels
 def conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0,
                  dilation: int = 1) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride, padding, dilation=dilation),
+        Conv2d(cin, cout, kernel, stride, padding, dilation=dilation),
         nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
     )

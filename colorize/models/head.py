@@ -12,6 +12,7 @@ from colorize.ab_bins import annealed_mean
 from colorize.color import ab_from_network
 from colorize.errors import ColorizeError, ConfigError, check_positive
 from colorize.models.base import Prediction
+from colorize.models.conv import Conv2d
 
 HEADS = ("ab", "bins")
 BIN_CENTRES = "head.decoder.centres"  # where a network's bin centres are in its state dict
@@ -38,8 +39,8 @@ def colour_layer(settings: HeadSettings, width: int, groups: int, bins: Optional
         return nn.ConvTranspose2d(width, 2, 4, 2, 1, groups=groups)
     if bins is None:
         raise ConfigError("model.head=bins needs the ab bins of the prepared data (its ab prior)")
-    return nn.Sequential(nn.Conv2d(width, width, 3, 1, 1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-                         nn.Conv2d(width, len(bins), 1))
+    return nn.Sequential(Conv2d(width, width, 3, 1, 1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                         Conv2d(width, len(bins), 1))
 
 
 class BinDecoder(nn.Module):

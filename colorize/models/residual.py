@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from colorize.errors import check_positive
+from colorize.models.conv import Conv2d
 from colorize.models.fusion import FusionColorizer, FusionSettings
 from colorize.registry import MODELS
 
@@ -27,12 +28,12 @@ class ResidualBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int = 1, dilation: int = 1):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, dilation, dilation=dilation, bias=False), nn.BatchNorm2d(cout),
+            Conv2d(cin, cout, 3, stride, dilation, dilation=dilation, bias=False), nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, 1, dilation, dilation=dilation, bias=False), nn.BatchNorm2d(cout),
+            Conv2d(cout, cout, 3, 1, dilation, dilation=dilation, bias=False), nn.BatchNorm2d(cout),
         )
         self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x):
@@ -57,7 +58,7 @@ class ResidualFusionColorizer(FusionColorizer):
         width, blocks = settings.width, settings.blocks
         deep = 4 * width
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            Conv2d(1, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
             stage(width, 2 * width, blocks, 2),
             stage(2 * width, deep, blocks, 2),
             stage(deep, deep, blocks, 2),
