@@ -1,6 +1,6 @@
 # colorize: `make test` sets everything up from nothing and runs the tests; `make train` runs
-# the reference recipe on the hardware present (all GPUs, one process each, or two CPU processes
-# with DDP: `python -m colorize.launch` prints the command).
+# the reference recipe on the hardware present (all GPUs, one process each, or one CPU process
+# using every core: `python -m colorize.launch` prints the command).
 # Variables: PYTHON, VENV, DATA (a --data source), DATA_DIR, CONFIG, TRAIN_ARGS, PYTEST_ARGS.
 PYTHON ?= python3
 VENV ?= .venv

@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--data", required=True, help="a prepared directory")
     training.add_argument("--steps", type=int, default=16, help="timed batches per entry, after as many warm-up ones")
     training.add_argument("--batch-size", type=int, default=512)
-    training.add_argument("--skip", nargs="+", default=[], choices=("fp32", "bf16", "make_train"),
+    training.add_argument("--skip", nargs="+", default=[], choices=("fp32", "bf16", "make_train", "cpu_ddp"),
                           help="entries to leave out (the report's pipeline is the baseline of the others)")
     training.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                           help="settings for the colorize train entries, e.g. train.compile=true")

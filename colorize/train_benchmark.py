@@ -6,7 +6,9 @@
   a softmax before the cross-entropy);
 - ``fp32`` and, where the device computes it natively, ``bf16``: ``colorize train`` in one process;
 - ``make_train``: ``colorize train`` at ``auto`` precision in the process layout ``make train``
-  uses (``launch/cpu-ddp.yaml`` without GPUs, one process per GPU with them).
+  uses (one process without GPUs, one process per GPU with them);
+- ``cpu_ddp``, without GPUs: the same in two DDP processes (``launch/cpu-ddp.yaml``), the layout
+  ``make train`` is measured against.
 
 Each entry times ``steps`` batches after ``steps`` warm-up ones (``colorize train`` entries run
 two epochs of ``steps`` batches in a fresh process and keep the second). Beside them: GFLOP per
@@ -37,7 +39,7 @@ from colorize.engine.trainer import build_loss, data_prior, recipe_model
 from colorize.errors import ColorizeError
 from colorize.optim import build_optimizer
 from colorize.run_dir import METRICS
-from colorize.launch import launch_command
+from colorize.launch import accelerate_launch, launch_command
 from colorize.models.base import Prediction, gflop_per_image
 from colorize.models.fusion import FusionColorizer
 
@@ -198,6 +200,8 @@ def train_benchmark(data_dir: Path, steps: int = 16, batch_size: int = 512, skip
     entries = {"report": report_pipeline(data_dir, steps, batch_size, device)}
     runs = {"fp32": ("no", [sys.executable]), "bf16": ("bf16", [sys.executable]),
             "make_train": ("auto", launch_command())}
+    if device.type == "cpu":
+        runs["cpu_ddp"] = ("auto", accelerate_launch("cpu-ddp.yaml"))
     skip = set(skip) | (set() if native_bf16 else {"bf16"})
     runs = {name: run for name, run in runs.items() if name not in skip}
     with tempfile.TemporaryDirectory(prefix="colorize-bench-") as scratch:

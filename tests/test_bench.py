@@ -28,8 +28,10 @@ def test_training_benchmark_measures_every_entry_against_the_peak(small_dir):
                      "--skip", "fp32", "bf16", "--set", "model.decoder_groups=1")
     figures = json.loads(result.stdout)
     entries = figures["entries"]
-    assert list(entries) == ["report", "make_train"] and entries["make_train"]["processes"] == 2
-    assert entries["make_train"]["precision"] == ("bf16" if figures["native_bf16"] else "fp32")
+    assert list(entries) == ["report", "make_train", "cpu_ddp"]  # no GPU
+    assert entries["make_train"]["processes"] == 1 and entries["cpu_ddp"]["processes"] == 2
+    assert entries["make_train"]["precision"] == entries["cpu_ddp"]["precision"] == \
+        ("bf16" if figures["native_bf16"] else "fp32")
     ours = entries["make_train"]["gflop_per_image"]  # of the ungrouped decoder that --set asked for
     assert figures["overrides"] == ["model.decoder_groups=1"]
     assert 0.11 < ours < 0.15 and entries["report"]["gflop_per_image"] > 1.2 * ours  # encoder twice
@@ -44,7 +46,7 @@ def test_training_benchmark_measures_every_entry_against_the_peak(small_dir):
 
 def test_the_training_benchmark_measures_a_network_with_a_bin_head(small_dir):
     result = run_cli("bench", "train", "--data", small_dir, "--steps", "1", "--batch-size", "16", "--json",
-                     "--skip", "fp32", "bf16", "--set", "model.head=bins", "loss.name=bins_class")
+                     "--skip", "fp32", "bf16", "cpu_ddp", "--set", "model.head=bins", "loss.name=bins_class")
     ours = json.loads(result.stdout)["entries"]["make_train"]
     assert ours["images_per_s"] > 0 and ours["gflop_per_image"] > 0.12  # the bin scores cost more than ab (0.110)
 
