@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from colorize.config import flat_settings, load_config
+from colorize.engine.runtime import precision_label
 from colorize.errors import ColorizeError
 from colorize.models.base import gflop_per_image, parameter_count
 from colorize.models.saved import load_model
@@ -80,7 +81,8 @@ def report_table(run_dirs: Sequence[Path]) -> str:
                 row[column] = "-"
         row["seeds"] = ", ".join(str(s["train.seed"]) for _, s, _ in runs)
         machines = sorted({f"{m['device']} ({m['cpu']}), {m['world_size']} process"
-                           f"{'es' if m['world_size'] > 1 else ''}" for _, _, m in runs})
+                           f"{'es' if m['world_size'] > 1 else ''}, {precision_label(m['mixed_precision'])}"
+                           for _, _, m in runs})
         row["machine"] = "; ".join(machines)
         lines.append("| " + " | ".join(row[c] for c in columns) + " |")
     return "\n".join(lines)

@@ -30,6 +30,8 @@ def test_seeds_of_a_recipe_are_one_row_with_mean_and_spread(cifar_dir, tmp_path)
     l1 = [m["test"]["ab_l1"] for m in seeds]
     assert tiny["recipe"] == "tiny" and tiny["seeds"] == "0, 1" and tiny["network"].startswith("fusion, width=8")
     assert tiny["test ab L1"] == f"{statistics.mean(l1):.3f} +- {statistics.stdev(l1):.3f}"
+    precision = "fp32" if seeds[0]["mixed_precision"] == "no" else seeds[0]["mixed_precision"]
+    assert tiny["machine"] == f"cpu ({seeds[0]['cpu']}), 1 process, {precision}"
     wider = dict(zip(header, (cell.strip() for cell in table[3].strip("|").split("|"))))
     assert wider["recipe"] == "wider" and wider["test ab L1"] == f"{other['test']['ab_l1']:.3f}"
     assert int(wider["parameters"].replace(",", "")) > int(tiny["parameters"].replace(",", ""))
