@@ -14,13 +14,18 @@ from colorize.models import create_model
 AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
-def resolve_in_a_new_process(requested: str, env: dict) -> subprocess.CompletedProcess:
-    """``resolve_precision(requested)`` on the CPU, in a process started with ``env``."""
-    code = ("from colorize.engine.runtime import resolve_precision\n"
-            f"p = resolve_precision({requested!r}, cuda=False)\nprint(p.name)\nprint(p.reason)")
+def run_in_a_new_process(code: str, env: dict) -> subprocess.CompletedProcess:
+    """Python ``code`` in a process started with ``env`` (and no kernel limit of this one's)."""
     environment = {k: v for k, v in os.environ.items() if k not in AVX2_ONLY} | env
     return subprocess.run([sys.executable, "-W", "always", "-c", code], env=environment,
                           capture_output=True, text=True, check=True)
+
+
+def resolve_in_a_new_process(requested: str, env: dict) -> subprocess.CompletedProcess:
+    """``resolve_precision(requested)`` on the CPU, in a process started with ``env``."""
+    return run_in_a_new_process("from colorize.engine.runtime import resolve_precision\n"
+                                f"p = resolve_precision({requested!r}, cuda=False)\nprint(p.name)\nprint(p.reason)",
+                                env)
 
 
 def cpu_flags() -> set:
@@ -37,9 +42,7 @@ def test_auto_is_bf16_exactly_on_cpus_with_native_bf16():
 @pytest.mark.parametrize("env", [{}, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, AVX2_ONLY])
 def test_the_cpu_description_names_native_bf16_and_amx_as_the_kernels_will_use_them(env):
     code = "from colorize.engine.runtime import cpu_description\nprint(cpu_description())"
-    environment = {k: v for k, v in os.environ.items() if k not in AVX2_ONLY} | env
-    described = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True,
-                               check=True).stdout.strip()
+    described = run_in_a_new_process(code, env).stdout.strip()
     flags = cpu_flags()
     native = bool(flags & {"avx512_bf16", "amx_bf16"}) and env != AVX2_ONLY
     assert described.endswith("with native bf16 (AMX)") == (native and "amx_bf16" in flags and not env)

@@ -43,11 +43,16 @@ def set_thread_count(threads: Optional[int]) -> None:
     torch.set_num_threads(threads)
 
 
+def _cpu_supports(feature: str) -> bool:
+    """Whether the CPU has ``feature`` (``avx512_bf16``, ``amx_tile``), as torch reads it; False
+    with a torch too old to tell."""
+    return getattr(torch.cpu, f"_is_{feature}_supported", lambda: False)()
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU's kernels compute bf16 natively (AVX-512 BF16 or AMX), as torch and
     oneDNN will use them: ``ATEN_CPU_CAPABILITY=avx2`` or ``ONEDNN_MAX_CPU_ISA=AVX2`` make it False."""
-    hardware = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
-        getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    hardware = _cpu_supports("avx512_bf16") or _cpu_supports("amx_tile")
     return (hardware and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
             and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
@@ -61,8 +66,7 @@ def cpu_uses_amx() -> bool:
     """Whether oneDNN computes bf16 on this CPU's AMX tiles (``ONEDNN_MAX_CPU_ISA`` below AMX
     makes it False)."""
     allowed = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
-    return (cpu_has_native_bf16() and getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-            and (allowed == "ALL" or "AMX" in allowed))
+    return cpu_has_native_bf16() and _cpu_supports("amx_tile") and (allowed == "ALL" or "AMX" in allowed)
 
 
 def cpu_description() -> str:
