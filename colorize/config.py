@@ -64,6 +64,7 @@ class TrainConfig:
     seed: int = 0
     patience: int = 5  # epochs without val ab L1 improvement before stopping
     min_delta: float = 0.0  # improvement smaller than this does not count
+    min_colorfulness: float = 0.0  # best is chosen among epochs whose val colourfulness ratio reaches this, once one does
     log_every: int = 20  # steps between logged train losses
     threads: Optional[int] = None  # torch threads per process; default: cores / local processes
     channels_last: bool = True  # NHWC memory layout for the convolutions (faster on CPU and GPU)
@@ -78,6 +79,8 @@ class TrainConfig:
         for key in ("epochs", "grad_accum", "patience", "log_every"):
             check_positive(f"train.{key}", getattr(self, key))
         check_positive("train.threads", self.threads)
+        if self.min_colorfulness < 0:
+            raise ConfigError(f"train.min_colorfulness must be at least 0 (off), got {self.min_colorfulness}")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"train.ema must be at least 0 (off) and below 1, got {self.ema}")
         if self.checkpoint_every < 0:

@@ -114,3 +114,16 @@ def test_early_stopping_counts_epochs_without_improvement():
     restored = EarlyStopping(patience=2)
     restored.load_state_dict(stopper.state_dict())
     assert restored.state_dict() == stopper.state_dict()
+
+
+def test_early_stopping_prefers_eligible_epochs():
+    # ineligible epochs (below train.min_colorfulness) are best only until an eligible one comes
+    stopper = EarlyStopping(patience=3)
+    decisions = [stopper.update(value, epoch, eligible)
+                 for epoch, (value, eligible) in enumerate([(9.0, False), (8.5, False), (9.4, True),
+                                                            (8.0, False), (9.2, True), (9.3, True)], start=1)]
+    assert decisions == [True, True, True, False, True, False]
+    assert (stopper.best, stopper.best_epoch, stopper.best_eligible) == (9.2, 5, True)
+    restored = EarlyStopping(patience=3)
+    restored.load_state_dict({key: value for key, value in stopper.state_dict().items() if key != "best_eligible"})
+    assert restored.best_eligible  # a checkpoint from before the condition: its best was eligible

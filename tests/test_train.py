@@ -77,6 +77,15 @@ def test_early_stopping_stops_when_val_stops_improving(cifar_dir, tmp_path):
     assert metrics["epochs_run"] == 3 and metrics["stopped_early"] and metrics["best_epoch"] == 1
 
 
+def test_a_colourfulness_floor_no_epoch_reaches_leaves_the_lowest_val_error_best(cifar_dir, tmp_path, capsys):
+    config = smoke_config(cifar_dir, tmp_path / "floor", "train.min_colorfulness=100", "data.train_limit=256",
+                          "data.eval_limit=128")
+    metrics = train(config)
+    errors = [entry["val"]["ab_l1"] for entry in metrics["history"]]
+    assert metrics["best_epoch"] == 1 + errors.index(min(errors))
+    assert "no epoch reached train.min_colorfulness 100.0 on val" in capsys.readouterr().out
+
+
 def test_diverging_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(cifar_dir, two_epochs, tmp_path):
     run_dir = tmp_path / "diverge"
     shutil.copytree(two_epochs, run_dir)

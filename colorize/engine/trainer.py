@@ -467,7 +467,8 @@ def fit(training: Training, visuals: Optional[EpochVisuals]) -> None:
             sync_buffers(training.average.model, accelerator)
         checksums = parameter_checksums(plain_model, accelerator)
         val = evaluate(training.evaluated_model, training.loaders["val"], accelerator)
-        if state.early_stopping.update(val["ab_l1"], epoch + 1) and accelerator.is_main_process:
+        vivid_enough = val["colorfulness_ratio"] >= config.train.min_colorfulness
+        if state.early_stopping.update(val["ab_l1"], epoch + 1, vivid_enough) and accelerator.is_main_process:
             _save_best(training)
         state.epoch = epoch + 1
         state.history.append({"epoch": epoch + 1, "step": state.step, "train": train_values, "val": val,
@@ -499,7 +500,11 @@ def test(training: Training, tracker: RunTracker, visuals: Optional[EpochVisuals
     metrics = None
     if accelerator.is_main_process:
         metrics = _write_metrics(training, values)
-        print(f"test of best epoch {training.state.early_stopping.best_epoch}: " + _format(values))
+        early, floor = training.state.early_stopping, training.config.train.min_colorfulness
+        if floor and not early.best_eligible:
+            print(f"no epoch reached train.min_colorfulness {floor} on val: the best is the epoch of lowest "
+                  "val ab L1 of all")
+        print(f"test of best epoch {early.best_epoch}: " + _format(values))
         tracker.summarize({f"test/{k}": v for k, v in values.items()})
         visuals.test_table(best, training.loaders["test"], training.state.step)
     return metrics
