@@ -18,11 +18,19 @@ def tiny_run(data_dir, run_dir, *overrides):
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def test_seeds_of_a_recipe_are_one_row_with_mean_and_spread(cifar_dir, tmp_path):
-    seeds = [tiny_run(cifar_dir, tmp_path / f"tiny-s{seed}", f"run.name=tiny-s{seed}", f"train.seed={seed}")
-             for seed in (0, 1)]
-    other = tiny_run(cifar_dir, tmp_path / "wider", "run.name=wider", "model.width=16")
-    table = run_cli("report", tmp_path / "tiny-s0", tmp_path / "tiny-s1", tmp_path / "wider").stdout.splitlines()
+@pytest.fixture(scope="module")
+def tiny_runs(cifar_dir, tmp_path_factory):
+    """Two seeds of one tiny recipe and a wider one, trained once for this module's tests."""
+    root = tmp_path_factory.mktemp("runs")
+    runs = {f"tiny-s{seed}": (f"run.name=tiny-s{seed}", f"train.seed={seed}") for seed in (0, 1)}
+    runs["wider"] = ("run.name=wider", "model.width=16")
+    return root, {name: tiny_run(cifar_dir, root / name, *overrides) for name, overrides in runs.items()}
+
+
+def test_seeds_of_a_recipe_are_one_row_with_mean_and_spread(tiny_runs):
+    root, metrics = tiny_runs
+    seeds, other = [metrics["tiny-s0"], metrics["tiny-s1"]], metrics["wider"]
+    table = run_cli("report", root / "tiny-s0", root / "tiny-s1", root / "wider").stdout.splitlines()
     header = [cell.strip() for cell in table[0].strip("|").split("|")]
     assert header[:4] == ["recipe", "network", "parameters", "GFLOP/image"] and "test ab L1" in header
     assert len(table) == 4  # header, rule, two recipes
@@ -45,11 +53,10 @@ def test_a_run_without_test_metrics_is_named(tmp_path):
     assert result.returncode == 1 and "has no test metrics yet" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_compare_draws_every_run_on_the_same_validation_images(cifar_dir, tmp_path):
-    for name in ("first", "second"):
-        tiny_run(cifar_dir, tmp_path / name, f"run.name={name}")
+def test_compare_draws_every_run_on_the_same_validation_images(tiny_runs, tmp_path):
+    root, _ = tiny_runs
     out = tmp_path / "compare.png"
-    run_cli("compare", tmp_path / "first", tmp_path / "second", "--out", out, "--per-class", "2")
+    run_cli("compare", root / "tiny-s0", root / "wider", "--out", out, "--per-class", "2")
     image = Image.open(out)
-    rows = ["grey", "first", "second", "true"]
+    rows = ["grey", "tiny-s0", "wider", "true"]
     assert image.size == grids.grid_size(20, 32, rows=rows)
