@@ -1,7 +1,8 @@
 # colorize: `make test` sets everything up from nothing and runs the tests; `make train` runs
 # the reference recipe on the hardware present (all GPUs, one process each, or one CPU process
 # using every core: `python -m colorize.launch` prints the command).
-# Variables: PYTHON, VENV, DATA (a --data source), DATA_DIR, CONFIG, TRAIN_ARGS, PYTEST_ARGS.
+# Variables: PYTHON, VENV, DATA (a --data source), DATA_DIR, CONFIG, TRAIN_ARGS, PYTEST_ARGS,
+# TEST_WORKERS (pytest processes side by side: each test spends seconds importing FFCV alone).
 PYTHON ?= python3
 VENV ?= .venv
 DATA ?= cifar10
@@ -9,6 +10,7 @@ DATA_DIR ?= data/cifar10
 CONFIG ?= configs/reference.yaml
 TRAIN_ARGS ?=
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 # Debian packages FFCV needs to build, and the pkg-config names that show they are present.
 SYSTEM_PACKAGES := libturbojpeg0-dev libopencv-dev pkg-config g++
 PKG_CONFIG_NAMES := opencv4 libturbojpeg
@@ -43,10 +45,10 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 prepare: setup
 	$(BIN)/colorize prepare --data $(DATA) --out $(DATA_DIR)
