@@ -2,7 +2,8 @@
 # the reference recipe on the hardware present (all GPUs, one process each, or one CPU process
 # using every core: `python -m colorize.launch` prints the command).
 # Variables: PYTHON, VENV, DATA (a --data source), DATA_DIR, CONFIG, TRAIN_ARGS, PYTEST_ARGS,
-# TEST_WORKERS (pytest processes side by side: each test spends seconds importing FFCV alone).
+# TEST_WORKERS (pytest processes side by side: each test spends seconds importing FFCV alone;
+# the tests of a module marked xdist_group share one worker, and so its module fixtures).
 PYTHON ?= python3
 VENV ?= .venv
 DATA ?= cifar10
@@ -45,10 +46,10 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 test: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
 
 prepare: setup
 	$(BIN)/colorize prepare --data $(DATA) --out $(DATA_DIR)

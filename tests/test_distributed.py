@@ -14,7 +14,8 @@ from colorize.engine.evaluate import evaluate_run
 from colorize.engine.trainer import train
 from conftest import REPO, smoke_config
 
-pytestmark = pytest.mark.slow
+# one pytest worker runs the module, so its two-process runs (module fixtures) train once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]
 ACCELERATE = Path(sys.executable).parent / "accelerate"
 
 

@@ -9,7 +9,8 @@ from colorize import grids
 
 from conftest import REPO, run_cli
 
-pytestmark = pytest.mark.slow
+# one pytest worker runs the module, so its tiny runs (a module fixture) train once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report")]
 
 
 def tiny_run(data_dir, run_dir, *overrides):
