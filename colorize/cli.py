@@ -26,17 +26,15 @@ def _train(args) -> int:
 
     if (args.config is None) == (args.resume is None):
         raise ColorizeError("give either --config FILE (a new run) or --resume RUN_DIR")
-    train_from_cli(args.config, args.overrides, args.resume)
+    train_from_cli(args.config, args.overrides, args.resume, trust_code=args.trust_code)
     return 0
 
 
 def _evaluate(args) -> int:
-    from accelerate import PartialState
-
     from colorize.engine.evaluate import evaluate_run
 
-    metrics = evaluate_run(Path(args.checkpoint), args.data, args.split, args.temperature)
-    if not PartialState().is_main_process:
+    metrics = evaluate_run(Path(args.checkpoint), args.data, args.split, args.temperature, args.trust_code)
+    if metrics is None:  # not the main process
         return 0
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -50,7 +48,7 @@ def _colorize(args) -> int:
     from colorize.inference import colorize_files
 
     report = colorize_files(Path(args.checkpoint), args.inputs, Path(args.out), batch_size=args.batch_size,
-                            temperature=args.temperature)
+                            temperature=args.temperature, trust_code=args.trust_code)
     for line in report.failed:
         print(f"colorize colorize: error: {line}", file=sys.stderr)
     print(f"colourized {len(report.written)} images into {args.out}"
@@ -61,21 +59,22 @@ def _colorize(args) -> int:
 def _export(args) -> int:
     from colorize.models.saved import export_run
 
-    print(f"wrote {export_run(Path(args.run_dir), Path(args.out))}")
+    print(f"wrote {export_run(Path(args.run_dir), Path(args.out), args.replace, args.trust_code)}")
     return 0
 
 
 def _report(args) -> int:
     from colorize.report import report_table
 
-    print(report_table([Path(d) for d in args.run_dirs]))
+    print(report_table([Path(d) for d in args.run_dirs], args.trust_code))
     return 0
 
 
 def _compare(args) -> int:
     from colorize.compare import compare_runs
 
-    out = compare_runs([Path(d) for d in args.run_dirs], Path(args.out), args.per_class, args.data, args.temperatures)
+    out = compare_runs([Path(d) for d in args.run_dirs], Path(args.out), args.per_class, args.data,
+                       args.temperatures, args.trust_code)
     print(f"wrote {out}")
     return 0
 
@@ -115,6 +114,8 @@ def _bench_prepare(args) -> int:
     return 0
 
 
+_TRUST_CODE_HELP = ("import the modules a run's imports: or a saved model's config.json name, to register "
+                    "networks of their own; this runs their code, so only for runs and models you trust")
 _TEMPERATURE_HELP = ("for a network with a bin head: the annealed-mean temperature (1: the mean colour, "
                      "towards 0: the most likely one; default: the recipe's model.temperature)")
 
@@ -146,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", help="continue the run in this directory from its last checkpoint")
     train.add_argument("overrides", nargs="*", metavar="key=value",
                        help="dotted overrides of config settings, e.g. train.epochs=5 data.dir=data/x")
+    train.add_argument("--trust-code", action="store_true",
+                       help="with --resume: import the modules the run's imports: name; this runs their "
+                            "code, so only for runs you trust")
     train.set_defaults(run=_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a run's best checkpoint")
@@ -154,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=SPLITS)
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument("--temperature", type=float, help=_TEMPERATURE_HELP)
+    evaluate.add_argument("--trust-code", action="store_true", help=_TRUST_CODE_HELP)
     evaluate.set_defaults(run=_evaluate)
 
     colorize = commands.add_parser("colorize", help="colourize your own images with a trained run")
@@ -163,16 +168,22 @@ def build_parser() -> argparse.ArgumentParser:
     colorize.add_argument("--out", required=True, help="directory for the colourized PNGs")
     colorize.add_argument("--batch-size", type=int, default=16)
     colorize.add_argument("--temperature", type=float, help=_TEMPERATURE_HELP)
+    colorize.add_argument("--trust-code", action="store_true", help=_TRUST_CODE_HELP)
     colorize.set_defaults(run=_colorize)
 
     export = commands.add_parser("export", help="write a run's best model as a folder that loads anywhere")
     export.add_argument("run_dir", metavar="RUN_DIR")
     export.add_argument("out", metavar="OUT", help="the folder to write (config.json, model.safetensors, README.md)")
+    export.add_argument("--replace", action="store_true",
+                        help="overwrite the saved model an earlier export wrote to OUT (nothing else is ever "
+                             "overwritten)")
+    export.add_argument("--trust-code", action="store_true", help=_TRUST_CODE_HELP)
     export.set_defaults(run=_export)
 
     report = commands.add_parser("report", help="run directories as a Markdown results table")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                         help="runs of one recipe that differ only in train.seed become one row")
+    report.add_argument("--trust-code", action="store_true", help=_TRUST_CODE_HELP)
     report.set_defaults(run=_report)
 
     compare = commands.add_parser("compare", help="the same validation images colourized by several runs, "
@@ -183,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--data", help="a prepared directory (default: the first run's data.dir)")
     compare.add_argument("--temperatures", type=float, nargs="+", default=(), metavar="T",
                          help="a row per temperature for runs whose network has a bin head")
+    compare.add_argument("--trust-code", action="store_true", help=_TRUST_CODE_HELP)
     compare.set_defaults(run=_compare)
 
     listing = commands.add_parser("list", help="the registered models, losses, optimizers and schedules")

@@ -5,32 +5,34 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from colorize import grids
-from colorize.config import DataConfig, load_config
+from colorize.config import DataConfig, load_run_config
 from colorize.data.loaders import build_loaders
 from colorize.data.manifest import read_manifest
 from colorize.errors import ConfigError
 from colorize.models.head import has_bin_head
 from colorize.models.saved import load_model
-from colorize.run_dir import BEST, CONFIG, check_run_dir
+from colorize.run_dir import BEST
 
 
 def compare_runs(run_dirs: Sequence[Path], out: Path, per_class: int = 1, data_dir: Optional[str] = None,
-                 temperatures: Sequence[float] = ()) -> Path:
+                 temperatures: Sequence[float] = (), trust_code: bool = False) -> Path:
     """Draw the comparison of ``run_dirs`` on the first ``per_class`` validation images of each
     class of ``data_dir`` (default: the first run's data) into the PNG ``out``; a run whose
-    network has a bin head gets a row per one of ``temperatures`` (default: one, its own)."""
-    runs = [check_run_dir(run_dir) for run_dir in run_dirs]
-    configs = [load_config(str(run / CONFIG)) for run in runs]
+    network has a bin head gets a row per one of ``temperatures`` (default: one, its own). The
+    runs' ``imports:`` and their models' modules are imported only with ``trust_code``."""
+    runs = [Path(run_dir) for run_dir in run_dirs]
+    configs = [load_run_config(run, trust_code=trust_code) for run in runs]
     data_dir = data_dir or configs[0].data.dir
     classes = read_manifest(Path(data_dir))["classes"]
     models = {}
     for run, config in zip(runs, configs):
-        loaded = load_model(run / BEST)
+        loaded = load_model(run / BEST, trust_code=trust_code)
         if loaded.classes != classes:
             raise ConfigError(f"{run} was trained on classes {loaded.classes}, but {data_dir} has {classes}")
         if temperatures and has_bin_head(loaded.model):
             for temperature in temperatures:
-                models[f"{config.run.name} T={temperature:g}"] = load_model(run / BEST, temperature=temperature).model
+                decoded = load_model(run / BEST, temperature=temperature, trust_code=trust_code)
+                models[f"{config.run.name} T={temperature:g}"] = decoded.model
         else:
             models[config.run.name] = loaded.model
     val = build_loaders(DataConfig(dir=str(data_dir), loader="memory"), splits=("val",))["val"]

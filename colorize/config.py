@@ -21,6 +21,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from colorize.errors import ConfigError, check_positive
 from colorize.io import atomic_write_text
+from colorize.run_dir import CONFIG, check_run_dir
 
 
 # The settings that take one of a few words, and those words.
@@ -230,10 +231,14 @@ def _registries() -> dict:
     return REGISTRIES
 
 
-def _import_all(modules, origin: str) -> List[str]:
-    """Import the ``imports:`` modules, whose components register themselves on import."""
+def _import_all(modules, origin: str, trust_code: bool) -> List[str]:
+    """Import the ``imports:`` modules, whose components register themselves on import, if
+    ``trust_code``."""
     if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
         raise ConfigError(f"imports in {origin} must be a list of module names, e.g. [my_project.networks]")
+    if modules and not trust_code:
+        raise ConfigError(f"{origin} imports {', '.join(modules)}, which would run their code: pass --trust-code "
+                          "(trust_code=True in Python) if you trust them")
     for module in modules:
         try:
             importlib.import_module(module)
@@ -267,8 +272,10 @@ def _stages(path: Optional[str], overrides: Sequence[str]) -> List[Tuple[dict, s
     return stages
 
 
-def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
-    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides."""
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = (), trust_code: bool = True) -> Config:
+    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides. The modules its
+    ``imports:`` name are imported only with ``trust_code`` (a recipe of your own is trusted;
+    see :func:`load_run_config` for another's)."""
     fixed = OmegaConf.structured(_FixedSections)
     components: Dict[str, dict] = {section: {} for section in COMPONENTS}  # the values given so far
     built: Dict[str, Component] = {}
@@ -276,7 +283,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
     for values, origin in _stages(path, overrides):
         values = dict(values)
         if "imports" in values:
-            imports = _import_all(values.pop("imports"), origin)
+            imports = _import_all(values.pop("imports"), origin, trust_code)
         for section in COMPONENTS:
             section_values = values.pop(section, None) or {}
             if not isinstance(section_values, dict):
@@ -299,6 +306,12 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
     config = Config(**{f.name: getattr(sections, f.name) for f in fields(_FixedSections)}, imports=imports, **built)
     _check_consistent(config)
     return config
+
+
+def load_run_config(run_dir, overrides: Sequence[str] = (), trust_code: bool = False) -> Config:
+    """The config saved in the run directory ``run_dir``, with ``overrides``; a run directory may
+    come from anyone, so its ``imports:`` are imported only with ``trust_code``."""
+    return load_config(str(check_run_dir(run_dir) / CONFIG), overrides, trust_code)
 
 
 def _check_consistent(config: Config) -> None:

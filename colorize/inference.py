@@ -79,31 +79,34 @@ def _output_paths(files: List[Path], out_dir: Path, report: Report) -> Dict[Path
     """Each input's output ``out_dir/<name>.png``. An input whose output another input's takes
     is reported and skipped; an output that is itself an input is refused."""
     inputs = {path.resolve(): path for path in files}
-    targets = {}
+    targets, taken = {}, set()
     for path in files:
         target = Path(out_dir) / f"{path.stem}.png"
         if target.resolve() in inputs:
             raise ColorizeError(f"{inputs[target.resolve()]}: --out {out_dir} would overwrite this "
                                 f"input; choose another --out")
-        if target in targets.values():
+        if target in taken:
             report.failed.append(f"{path}: skipped, its output {target} would overwrite another input's")
         else:
             targets[path] = target
+            taken.add(target)
     return targets
 
 
 def colorize_files(model_path: Path, inputs: Iterable[str], out_dir: Path, batch_size: int = 16,
-                   device: Optional[torch.device] = None, temperature: Optional[float] = None) -> Report:
+                   device: Optional[torch.device] = None, temperature: Optional[float] = None,
+                   trust_code: bool = False) -> Report:
     """Colourize every readable image among ``inputs`` into ``out_dir`` as ``<name>.png`` with
     the model saved at ``model_path`` (a run directory, whose best model is used, or an export),
-    decoding bin scores at ``temperature`` (default: the model's)."""
+    decoding bin scores at ``temperature`` (default: the model's); ``trust_code``: see
+    :func:`colorize.models.saved.load_model`."""
     files, failed = expand_inputs(inputs)
     report = Report(failed=failed)
     targets = _output_paths(files, out_dir, report)
     if not targets and not report.failed:
         raise ColorizeError("no input images given")
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    loaded = load_model(model_folder(model_path), device, temperature)
+    loaded = load_model(model_folder(model_path), device, temperature, trust_code)
     model, resolution = loaded.model, loaded.resolution
     pending = list(targets)
     with tqdm(total=len(pending), desc="colourizing", unit=" images") as progress:

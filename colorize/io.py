@@ -1,5 +1,9 @@
-"""File helpers: atomic output (write under a temporary name, then rename), the clean-up of
-temporary names left by killed processes, and checksums."""
+"""File helpers: durable atomic output (write under a temporary name, flush it to the disk,
+then rename), the clean-up of temporary names left by killed processes, and checksums.
+
+Every rename here is preceded by an fsync of what is renamed and followed by an fsync of the
+folder that holds it, so that after a power loss a name points either to the old content or to
+the complete new one."""
 import contextlib
 import hashlib
 import os
@@ -24,15 +28,46 @@ def atomic_path(path: Path) -> Iterator[Path]:
     temporary = temporary_path(path)
     try:
         yield temporary
-        os.replace(temporary, path)
+        sync_tree(temporary)
+        rename(temporary, path)
     finally:
-        _remove(temporary)
+        remove(temporary)
 
 
-def _remove(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def sync_tree(path: Path) -> None:
+    """Flush the file ``path``, or every file and folder under the folder ``path``, to the disk."""
+    path = Path(path)
     if path.is_dir():
+        for directory, _, names in os.walk(path):
+            for name in names:
+                _fsync(Path(directory) / name)
+            _fsync(Path(directory))
+    else:
+        _fsync(path)
+
+
+def rename(source: Path, target: Path) -> None:
+    """Rename ``source`` (already flushed) to ``target``, and flush the folders that hold them."""
+    os.replace(source, target)
+    _fsync(Path(target).parent)
+    if Path(source).parent != Path(target).parent:
+        _fsync(Path(source).parent)
+
+
+def remove(path: Path) -> None:
+    """Remove the file or folder ``path``, if there is one."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
+    elif path.exists() or path.is_symlink():
         path.unlink()
 
 
@@ -51,7 +86,7 @@ def remove_stale_temporaries(directory: Path) -> None:
     for path in Path(directory).glob(".*.tmp-*"):
         match = re.fullmatch(r"\..+\.tmp-(\d+)", path.name)
         if match and not _process_exists(int(match.group(1))):
-            _remove(path)
+            remove(path)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -65,14 +100,17 @@ def previous_version(target: Path) -> Path:
 
 
 def replace_directory(source: Path, target: Path) -> None:
-    """Move the finished directory ``source`` to ``target``, replacing any older one. Between the
-    two renames, the older one is complete at :func:`previous_version`."""
+    """Move the finished directory ``source`` to ``target``, replacing any older one; at every
+    instant a complete version is at ``target`` or, between the two renames, at
+    :func:`previous_version` (which is kept while ``target`` is missing)."""
+    source, target = Path(source), Path(target)
     old = previous_version(target)
-    shutil.rmtree(old, ignore_errors=True)
+    sync_tree(source)
     if target.exists():
-        os.replace(target, old)
-    os.replace(source, target)
-    shutil.rmtree(old, ignore_errors=True)
+        remove(old)
+        rename(target, old)
+    rename(source, target)
+    remove(old)
 
 
 def staging_path(path: Path) -> Path:
@@ -83,7 +121,7 @@ def staging_path(path: Path) -> Path:
 def staging_directory(path: Path) -> Path:
     """An empty folder at :func:`staging_path` to build ``path``'s next version in."""
     staging = staging_path(path)
-    shutil.rmtree(staging, ignore_errors=True)
+    remove(staging)
     staging.mkdir(parents=True)
     return staging
 

@@ -8,12 +8,12 @@ import statistics
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from colorize.config import flat_settings, load_config
+from colorize.config import flat_settings, load_run_config
 from colorize.engine.runtime import precision_label
 from colorize.errors import ColorizeError
 from colorize.models.base import gflop_per_image, parameter_count
 from colorize.models.saved import load_model
-from colorize.run_dir import BEST, CONFIG, METRICS, check_run_dir
+from colorize.run_dir import BEST, METRICS, check_run_dir
 
 # Settings that do not change what a run learns: runs that differ only in these are seeds of one recipe.
 _NOT_THE_RECIPE = ("run.", "train.seed", "data.dir", "tracking.", "train.threads", "train.log_every")
@@ -48,8 +48,8 @@ def _spread(values: List[float], fmt: str) -> str:
     return f"{fmt.format(statistics.mean(values))} +- {fmt.format(statistics.stdev(values))}"
 
 
-def _network(run_dir: Path, settings: dict) -> Dict[str, str]:
-    loaded = load_model(run_dir / BEST)
+def _network(run_dir: Path, settings: dict, trust_code: bool) -> Dict[str, str]:
+    loaded = load_model(run_dir / BEST, trust_code=trust_code)
     # settings that are off, and the bin head's with an ab head, say nothing of the network
     regression = settings.get("model.head", "ab") == "ab"
     shown = {k: v for k, v in settings.items() if k.startswith("model.") and k != "model.name"
@@ -59,21 +59,22 @@ def _network(run_dir: Path, settings: dict) -> Dict[str, str]:
             "GFLOP/image": f"{gflop_per_image(loaded.model, loaded.resolution):.3f}"}
 
 
-def report_table(run_dirs: Sequence[Path]) -> str:
-    """The Markdown table of ``run_dirs``, one row per recipe, in the order first seen."""
+def report_table(run_dirs: Sequence[Path], trust_code: bool = False) -> str:
+    """The Markdown table of ``run_dirs``, one row per recipe, in the order first seen; the
+    runs' ``imports:`` and their models' modules are imported only with ``trust_code``."""
     groups: Dict[str, List[tuple]] = {}
     for run_dir in map(check_run_dir, run_dirs):
         metrics = json.loads((run_dir / METRICS).read_text()) if (run_dir / METRICS).is_file() else {}
         if "test" not in metrics:
             raise ColorizeError(f"{run_dir} has no test metrics yet (its {METRICS} is written "
                                 f"when training ends); finish it with colorize train --resume {run_dir}")
-        settings = flat_settings(load_config(str(run_dir / CONFIG)))
+        settings = flat_settings(load_run_config(run_dir, trust_code=trust_code))
         groups.setdefault(_recipe_key(settings), []).append((run_dir, settings, metrics))
     columns = ["recipe", "network", "parameters", "GFLOP/image", *(c for c, _, _ in _FIGURES), "seeds", "machine"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for runs in groups.values():
         first_dir, settings, _ = runs[0]
-        row = {"recipe": _recipe_name([s["run.name"] for _, s, _ in runs]), **_network(first_dir, settings)}
+        row = {"recipe": _recipe_name([s["run.name"] for _, s, _ in runs]), **_network(first_dir, settings, trust_code)}
         for column, read, fmt in _FIGURES:
             try:
                 row[column] = _spread([read(m) for _, _, m in runs], fmt)

@@ -9,6 +9,7 @@
 from pathlib import Path
 
 from colorize.errors import ColorizeError
+from colorize.io import previous_version
 
 CONFIG, METRICS, LAST, BEST, GRIDS = "config.yaml", "metrics.json", "last", "best", "grids"
 
@@ -27,6 +28,10 @@ def check_run_dir(path) -> Path:
 
 
 def model_folder(path) -> Path:
-    """The saved model a path names: a run directory's ``best/``, or the path itself."""
+    """The saved model a path names: a run directory's ``best/`` (or, while a save replaces it,
+    the complete previous version), or the path itself."""
     path = Path(path)
-    return path / BEST if (path / CONFIG).is_file() or (path / BEST).is_dir() else path
+    if not ((path / CONFIG).is_file() or (path / BEST).is_dir()):
+        return path
+    best = path / BEST
+    return best if best.is_dir() or not previous_version(best).is_dir() else previous_version(best)

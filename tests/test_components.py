@@ -163,7 +163,10 @@ def test_a_network_loss_and_schedule_of_your_own_train_and_resume(cifar_dir, tmp
     whole, split = tmp_path / "whole", tmp_path / "split"
     run_cli(*smoke_args(cifar_dir, whole, *mine), env=env)
     run_cli(*smoke_args(cifar_dir, split, *mine, "train.epochs=1"), env=env)
-    run_cli("train", "--resume", split, "train.epochs=2", env=env)
+    refused = run_cli("train", "--resume", split, "train.epochs=2", env=env, check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "imports tiny_net, tiny_loss, tiny_schedule, which would run their code: pass --trust-code" in refused.stderr
+    run_cli("train", "--resume", split, "train.epochs=2", "--trust-code", env=env)
     uninterrupted, resumed = metrics_of(whole), metrics_of(split)
     first, second = uninterrupted["history"]
     assert {"loss", "loss_a", "loss_b"} <= set(first["train"])  # the loss's own parts, logged

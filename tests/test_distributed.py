@@ -106,8 +106,8 @@ def test_two_processes_form_one_job(layout, request):
 def test_only_the_main_process_writes(layout, request):
     run_dir, result = request.getfixturevalue(layout)
     assert sorted(p.name for p in (run_dir / "last").iterdir()) == [
-        "custom_checkpoint_0.pkl", "model.safetensors", "optimizer.bin", "random_states_0.pkl",
-        "random_states_1.pkl", "scheduler.bin"]
+        "model.safetensors", "optimizer.bin", "random_states_0.pkl", "random_states_1.pkl", "scheduler.bin",
+        "trainer_state.json", "trainer_state.safetensors"]
     assert sorted(p.name for p in (run_dir / "grids").iterdir()) == ["epoch_001.png", "epoch_002.png"]
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
     assert result.stdout.count("W&B is offline") == 1

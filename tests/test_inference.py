@@ -1,5 +1,7 @@
 """Colourizing people's own photos: any size and mode, L kept, bad files reported."""
 import json
+import os
+from pathlib import PurePath
 
 import numpy as np
 import pytest
@@ -10,10 +12,10 @@ from safetensors.torch import save_file
 from skimage.color import rgb2lab
 
 from colorize.color import lab_to_rgb_keeping_l
-from colorize.inference import colorize_files, expand_inputs
+from colorize.inference import Report, _output_paths, colorize_files, expand_inputs
 from colorize.models import create_model
 from colorize.models.fusion import FusionSettings
-from colorize.models.saved import load_model, save_model
+from colorize.models.saved import SavedModelError, load_model, save_model
 from conftest import run_cli
 
 PHOTOS = {"astronaut": skimage.data.astronaut(), "coffee": skimage.data.coffee(),
@@ -103,6 +105,31 @@ def test_globs_files_and_directories(photos, tmp_path):
     assert len(files) == 8
 
 
+def test_many_inputs_are_listed_in_linear_time_and_a_taken_output_is_skipped(tmp_path, monkeypatch):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(1000):
+        (folder / f"{i:04d}.jpg").touch()
+    (folder / "0000.png").touch()  # its output is 0000.jpg's
+    comparisons = 0
+    equal = PurePath.__eq__
+
+    def counting_equal(self, other):
+        nonlocal comparisons
+        comparisons += 1
+        return equal(self, other)
+
+    monkeypatch.setattr(PurePath, "__eq__", counting_equal)
+    files, _ = expand_inputs([str(folder), str(folder / "0001.jpg")])
+    report = Report()
+    targets = _output_paths(files, tmp_path / "out", report)
+    monkeypatch.undo()
+    assert len(files) == 1001 and len(targets) == 1000
+    assert report.failed == [f"{folder / '0000.png'}: skipped, its output {tmp_path / 'out' / '0000.png'} "
+                             f"would overwrite another input's"]
+    assert comparisons <= len(files)  # not a scan of the outputs so far per input: half a million
+
+
 def test_missing_checkpoint_is_explained(tmp_path, photos):
     result = run_cli("colorize", "--checkpoint", tmp_path, photos, "--out", tmp_path / "o", check=False)
     assert result.returncode == 1 and "is not a saved model" in result.stderr
@@ -142,3 +169,32 @@ def test_a_damaged_saved_model_is_named(tmp_path, photos):
     (folder / "config.json").write_text("{not json")  # a damaged config
     assert f"cannot load the model in {folder}" in run_cli("colorize", "--checkpoint", folder, photos,
                                                            "--out", tmp_path / "o", check=False).stderr
+
+
+def test_the_module_of_an_unknown_network_is_imported_only_when_trusted(run_dir, photos, tmp_path,
+                                                                        monkeypatch):
+    """A saved model whose network colorize does not know names a module that registers it;
+    importing that module runs its code (here: it leaves a marker file)."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "probe_net.py").write_text(
+        "from pathlib import Path\n"
+        "from colorize.models.fusion import FusionColorizer, FusionSettings\n"
+        "from colorize.registry import MODELS\n"
+        "Path(__file__).with_name('imported').touch()\n"
+        "MODELS.register('probe', FusionSettings)(FusionColorizer)\n")
+    folder = tmp_path / "probe"
+    folder.mkdir()
+    for name in ("model.safetensors", "config.json"):
+        (folder / name).write_bytes((run_dir / name).read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "name": "probe", "module": "probe_net"}))
+    monkeypatch.syspath_prepend(str(plugins))
+    refusal = r"module probe_net; .* pass --trust-code \(trust_code=True in Python\)"
+    with pytest.raises(SavedModelError, match=refusal):
+        load_model(folder)
+    assert not (plugins / "imported").exists()
+    env = {"PYTHONPATH": os.pathsep.join([str(plugins), os.environ.get("PYTHONPATH", "")])}
+    out = tmp_path / "out"
+    run_cli("colorize", "--checkpoint", folder, photos / "chelsea.png", "--out", out, "--trust-code", env=env)
+    assert (plugins / "imported").exists() and (out / "chelsea.png").is_file()

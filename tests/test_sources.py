@@ -1,6 +1,7 @@
 import io
 import os
 import pickle
+import struct
 import subprocess
 import tarfile
 
@@ -95,21 +96,38 @@ def _fake_cifar_batch(rng, count):
             "labels": rng.integers(0, 10, count).tolist()}
 
 
-def write_fake_cifar(tmp_path, as_archive: bool):
+class _Python2Pickler(pickle._Pickler):
+    """Pickles bytes as Python 2 strings, as the official CIFAR-10 batches hold them."""
+
+    def save_bytes(self, data):
+        self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+
+    dispatch = {**pickle._Pickler.dispatch, bytes: save_bytes}
+
+
+def official_pickle(content) -> bytes:
+    """``content`` pickled as the official batches are: by Python 2 at protocol 2, with numpy 1."""
+    out = io.BytesIO()
+    _Python2Pickler(out, protocol=2).dump(content)
+    return out.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
+def write_fake_cifar(tmp_path, as_archive: bool, **replaced: bytes):
+    """A small CIFAR-10 python folder or archive, its members' pickles ``replaced`` by name."""
     rng = np.random.default_rng(0)
     members = {f"data_batch_{i}": _fake_cifar_batch(rng, 20) for i in range(1, 6)}
     members["test_batch"] = _fake_cifar_batch(rng, 10)
     members["batches.meta"] = {"label_names": ["c%d" % i for i in range(10)]}
+    payloads = {name: official_pickle(content) for name, content in members.items()} | replaced
     if not as_archive:
         folder = tmp_path / "cifar-10-batches-py"
         folder.mkdir()
-        for name, content in members.items():
-            (folder / name).write_bytes(pickle.dumps(content))
+        for name, payload in payloads.items():
+            (folder / name).write_bytes(payload)
         return folder, members
     archive = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        for name, content in members.items():
-            payload = pickle.dumps(content)
+        for name, payload in payloads.items():
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
@@ -126,6 +144,24 @@ def test_official_cifar10_files(tmp_path, as_archive):
     first = members["data_batch_1"]["data"][0].reshape(3, 32, 32).transpose(1, 2, 0)
     np.testing.assert_array_equal(train.images[0], first)
     assert read_source(path, 16).splits["test"].images.shape == (10, 16, 16, 3)
+
+
+class _RunsCode:
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+@pytest.mark.parametrize("as_archive", [True, False])
+def test_a_cifar10_batch_that_would_run_code_is_refused(tmp_path, as_archive):
+    marker = tmp_path / "MARKER"
+    payload = pickle.dumps({"data": _RunsCode(f"touch {marker}"), "labels": []}, protocol=2)
+    path, _ = write_fake_cifar(tmp_path, as_archive, data_batch_3=payload)
+    with pytest.raises(SourceError, match="data_batch_3.*not a genuine CIFAR-10 batch"):
+        read_source(path, 32)
+    assert not marker.exists()
 
 
 def test_download_failure_is_clear_and_leaves_nothing(tmp_path, monkeypatch):
@@ -186,3 +222,58 @@ def test_exif_orientation_is_applied(tmp_path):
     upright = read_source(tmp_path / "photos", 16).splits["train"].images[0]
     top, bottom = upright[:6].reshape(-1, 3).mean(0), upright[-6:].reshape(-1, 3).mean(0)
     assert top[0] > 200 > top[2] and bottom[2] > 200 > bottom[0]  # red on top, blue below
+
+
+def _add_stray_image(root, stray):
+    (root / stray).parent.mkdir(parents=True, exist_ok=True)
+    synthetic_image(np.random.default_rng(1), 0).save(root / stray)
+
+
+def _as_tar_gz(root, tmp_path):
+    archive = tmp_path / "images.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="dataset")  # inside one enclosing folder
+    return archive
+
+
+@pytest.mark.parametrize("as_archive", [False, True])
+@pytest.mark.parametrize("tree, stray", [("", "train/cat/2019/e.png"), ("", "train/e.png"), ("", "e.png"),
+                                         ("train", "cat/2019/e.png"), ("train", "e.png")])
+def test_images_that_do_not_fit_the_layout_are_refused_by_name(tmp_path, as_archive, tree, stray):
+    root = write_image_folder(tmp_path / "images", per_class=(2, 1)) / tree  # train/ holds <class>/image
+    _add_stray_image(root, stray)
+    spec = _as_tar_gz(root, tmp_path) if as_archive else root
+    with pytest.raises(SourceError, match="Move or remove") as error:
+        read_source(spec, 32)
+    assert f"1 image does not fit: {'dataset/' if as_archive else ''}{stray}" in str(error.value)
+
+
+@pytest.mark.parametrize("as_archive", [False, True])
+def test_a_folder_beside_train_and_test_is_refused_naming_a_few(tmp_path, as_archive):
+    root = write_image_folder(tmp_path / "images", per_class=(2, 1))
+    for i in range(7):
+        _add_stray_image(root, f"val/cat/{i}.png")
+    spec = _as_tar_gz(root, tmp_path) if as_archive else root
+    with pytest.raises(SourceError, match="train/<class>/image") as error:
+        read_source(spec, 32)
+    prefix = "dataset/" if as_archive else ""
+    assert f"7 images do not fit: {prefix}val/cat/0.png, " in str(error.value)
+    assert f"{prefix}val/cat/4.png and 2 more" in str(error.value)
+
+
+def test_links_inside_a_tar_archive(tmp_path, capsys):
+    root = write_image_folder(tmp_path / "images", per_class=(2, 1))
+    os.link(root / "train" / "cat" / "0000.png", root / "train" / "cat" / "hard.png")
+    os.symlink("0000.png", root / "train" / "dog" / "soft.png")
+    archive = tmp_path / "images.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(root, arcname=".")
+    with tarfile.open(archive) as tar:
+        assert tar.getmember("./train/cat/hard.png").islnk() and tar.getmember("./train/dog/soft.png").issym()
+
+    packed = read_source(archive, 32)
+    link = "./train/dog/soft.png: a symbolic link inside the archive (skipped; store the file itself)"
+    assert packed.skipped == [link]
+    assert f"skipped {link}" in capsys.readouterr().out
+    (root / "train" / "dog" / "soft.png").unlink()
+    assert sorted_samples(packed, "train") == sorted_samples(read_source(root, 32), "train")  # hard.png read

@@ -1,5 +1,7 @@
 """End-to-end training on real images from the shared CIFAR-10 copy."""
 import json
+import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from colorize.config import ConfigError, load_config
+from colorize import io
 from colorize.engine.checkpoint import CheckpointError
 from colorize.engine.trainer import train, train_from_cli
 from colorize.models import create_model
@@ -42,8 +45,9 @@ def test_smoke_run_trains_and_writes_a_complete_run_dir(two_epochs):
     assert metrics["test"]["images"] == 512 and 0 < metrics["test"]["ab_l1"] < 15
     assert metrics["train_images_per_s"] > 0 and first["train"]["images"] == 1024
     for name in ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl",
-                 "custom_checkpoint_0.pkl"):
+                 "trainer_state.json", "trainer_state.safetensors"):
         assert (two_epochs / "last" / name).is_file()
+    assert not list((two_epochs / "last").glob("custom_checkpoint_*"))  # nothing unpickled beyond weights
     saved = json.loads((two_epochs / "best" / "config.json").read_text())
     assert saved["name"] == "fusion" and len(saved["classes"]) == 10 and saved["settings"]["width"] == 32
     weights = load_file(str(two_epochs / "best" / "model.safetensors"))
@@ -129,7 +133,8 @@ def test_extending_a_finished_run_trains_on_and_an_unchanged_resume_does_nothing
     assert resume(run_dir, "train.patience=2")["epochs_run"] == 4
     assert "train.patience is now 2" in capsys.readouterr().out
 
-    for change in ("model.width=16", "data.train_limit=128"):
+    for change in ("model.width=16", "data.train_limit=128", "train.seed=1", "train.grad_accum=2",
+                   "train.min_colorfulness=0.5", "loss.huber_delta=2"):
         with pytest.raises(ConfigError, match=f"{change.split('=')[0]} cannot change when resuming"):
             resume(run_dir, "train.epochs=20", change)
     assert metrics_of(run_dir)["epochs_run"] == 4
@@ -182,16 +187,16 @@ def test_a_run_killed_within_an_epoch_resumes_at_its_next_batch_exactly(cifar_di
         process = subprocess.Popen(list(map(str, command)), stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_until_stopped(process, output)
-        saved = torch.load(run_dir / "last" / "custom_checkpoint_0.pkl", weights_only=False)
-        assert (saved["epoch"], saved["step"], saved["progress"]["batches"]) == (0, 14, 14)
+        saved = json.loads((run_dir / "last" / "trainer_state.json").read_text())
+        assert (saved["train"]["epoch"], saved["train"]["step"], saved["train"]["progress"]["batches"]) == (0, 14, 14)
     finally:
         process.kill()
         process.wait()
 
     other_world = tmp_path / "other-world"  # the same checkpoint, as if 2 processes had written it
     shutil.copytree(run_dir, other_world)
-    saved["progress"]["world"] = 2
-    torch.save(saved, other_world / "last" / "custom_checkpoint_0.pkl")
+    saved["train"]["progress"]["world"] = 2
+    (other_world / "last" / "trainer_state.json").write_text(json.dumps(saved))
     with pytest.raises(CheckpointError, match="within epoch 1 by 2 processes.*resume it with 2 processes"):
         resume(other_world)
 
@@ -220,11 +225,11 @@ def test_the_weight_average_is_validated_saved_as_best_and_resumed_exactly(cifar
     whole, split = tmp_path / "whole", tmp_path / "split"
     train(smoke_config(cifar_dir, whole, *settings))
     train(smoke_config(cifar_dir, split, "train.epochs=1", *settings))
-    average = torch.load(split / "last" / "custom_checkpoint_1.pkl", weights_only=True)
-    assert average["n_averaged"].item() == 4  # one update per optimizer step
+    average = load_file(split / "last" / "trainer_state.safetensors")
+    assert average["average.n_averaged"].item() == 4  # one update per optimizer step
     best = load_file(str(split / "best" / "model.safetensors"))  # best epoch: the only one
     trained = load_file(str(split / "last" / "model.safetensors"))
-    assert all(torch.equal(tensor, average[f"module.{name}"]) for name, tensor in best.items())
+    assert all(torch.equal(tensor, average[f"average.module.{name}"]) for name, tensor in best.items())
     assert not torch.equal(best["classifier.weight"], trained["classifier.weight"])
     resume(split, "train.epochs=2")
     assert metrics_of(split)["history"][1]["val"] == metrics_of(whole)["history"][1]["val"]
@@ -238,7 +243,7 @@ def test_resume_uses_the_previous_last_when_it_was_being_replaced(two_epochs, tm
     shutil.copytree(two_epochs, run_dir)
     (run_dir / "last").rename(run_dir / ".last.old")  # killed between the two renames
     assert resume(run_dir, "train.epochs=3")["epochs_run"] == 3
-    assert "was being replaced when the run stopped" in capsys.readouterr().out
+    assert "the run stopped while saving; last/ was being replaced: the previous one is back" in capsys.readouterr().out
     assert (run_dir / "last").is_dir() and not (run_dir / ".last.old").exists()
 
 
@@ -277,3 +282,109 @@ print(loaded)
         assert f"'{training_code}" not in loaded, loaded
     for name, tensor in load_file(two_epochs / "best" / "model.safetensors").items():
         assert torch.equal(load_file(out / "model.safetensors")[name], tensor), name
+
+
+TWO_PRECISIONS_IN_ONE_PROCESS = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from conftest import smoke_config
+from colorize.engine.trainer import train
+threads = torch.get_num_threads()
+torch.manual_seed(1234)
+expected = torch.rand(3)
+torch.manual_seed(1234)
+for index, precision in enumerate(("no", "bf16", "auto", "no")):
+    config = smoke_config({data!r}, f"{runs}/{{index}}", "train.epochs=1", "data.train_limit=128",
+                          "data.eval_limit=64", "train.threads=1", f"train.mixed_precision={{precision}}")
+    print(index, train(config)["mixed_precision"])
+assert torch.get_num_threads() == threads, (torch.get_num_threads(), threads)
+assert torch.equal(torch.rand(3), expected)  # the caller's random stream goes on as if no run had happened
+print("done")
+"""
+
+
+@pytest.mark.parametrize("kernels", [{}, AVX2_ONLY], ids=["this-cpu", "avx2-only"])
+def test_runs_in_any_precisions_follow_one_another_in_one_process(cifar_dir, tmp_path, kernels):
+    code = TWO_PRECISIONS_IN_ONE_PROCESS.format(tests=str(REPO / "tests"), data=str(cifar_dir), runs=str(tmp_path))
+    environment = {k: v for k, v in os.environ.items() if k not in AVX2_ONLY} | kernels
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "0 no" and lines[1] == "1 bf16" and lines[3] == "3 no" and lines[-1] == "done"
+    assert lines[2] in ("2 no", "2 bf16")
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_pickle_in_a_checkpoint_is_refused_unread(two_epochs, tmp_path):
+    run_dir, marker = tmp_path / "planted", tmp_path / "code-ran"
+    shutil.copytree(two_epochs, run_dir)
+    with open(run_dir / "last" / "custom_checkpoint_0.pkl", "wb") as file:
+        pickle.dump(_Payload(marker), file)
+    with pytest.raises(CheckpointError, match="keeps the training state as a pickle.*start a new run"):
+        resume(run_dir, "train.epochs=3")
+    assert not marker.exists()
+
+
+class _Crash(BaseException):
+    """A power loss, as far as the run directory can tell."""
+
+
+_CHECKPOINT_NAMES = {"last", "best", ".last.old", ".best.old", ".last.partial", ".best.partial"}
+
+
+def _crash_at(monkeypatch, step: int) -> None:
+    """Make the ``step``-th flush, rename or removal of a checkpoint folder crash the run."""
+    count = 0
+
+    def counted(operation, skip_if_missing=False):
+        def wrapper(*paths):
+            nonlocal count
+            touched = [Path(p) for p in paths if Path(p).name in _CHECKPOINT_NAMES]
+            if touched and not (skip_if_missing and not touched[0].exists()):
+                count += 1
+                if count == step:
+                    raise _Crash(f"{operation.__name__}{paths}")
+            return operation(*paths)
+        return wrapper
+
+    monkeypatch.setattr(io, "sync_tree", counted(io.sync_tree))
+    monkeypatch.setattr(io, "rename", counted(io.rename))
+    monkeypatch.setattr(io, "remove", counted(io.remove, skip_if_missing=True))
+
+
+def test_a_crash_at_any_step_of_a_save_resumes_to_the_same_result(cifar_dir, tmp_path, monkeypatch):
+    settings = ("data.train_limit=256", "data.eval_limit=128")
+    whole, first = tmp_path / "whole", tmp_path / "first"
+    train(smoke_config(cifar_dir, whole, *settings))
+    train(smoke_config(cifar_dir, first, "train.epochs=1", *settings))
+    assert metrics_of(whole)["best_epoch"] == 2  # the second epoch's save replaces best/ too
+    step = 0
+    while True:
+        step += 1
+        run_dir = tmp_path / f"crash-{step}"
+        shutil.copytree(first, run_dir)
+        with monkeypatch.context() as patches:
+            _crash_at(patches, step)
+            try:
+                resume(run_dir, "train.epochs=2")
+            except _Crash:
+                pass
+            else:
+                break  # every step has crashed once
+        resume(run_dir, "train.epochs=2")
+        recovered, uninterrupted = metrics_of(run_dir), metrics_of(whole)
+        assert [h["val"] for h in recovered["history"]] == [h["val"] for h in uninterrupted["history"]], step
+        assert recovered["test"] == uninterrupted["test"], step
+        for folder in ("last", "best"):
+            weights = load_file(run_dir / folder / "model.safetensors")
+            for name, tensor in load_file(whole / folder / "model.safetensors").items():
+                assert torch.equal(weights[name], tensor), (step, folder, name)
+        assert not list(run_dir.glob(".*")), step
+    assert step > 8  # the save of last/ and of best/, step by step

@@ -16,7 +16,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -82,6 +82,26 @@ def _square(image: np.ndarray, resolution: int) -> np.ndarray:
     return square_resize(Image.fromarray(image), resolution)
 
 
+class _CifarBatchUnpickler(pickle.Unpickler):
+    """Loads only what CIFAR-10 python batches hold, numpy arrays and plain data, so that no file
+    can run code; ``where`` names the file in the error."""
+
+    _GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def __init__(self, file, where: str):
+        super().__init__(file, encoding="latin1")
+        self.where = where
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._GLOBALS:
+            raise SourceError(
+                f"{self.where}: not a genuine CIFAR-10 batch (its pickle calls {module}.{name}); "
+                f"use the official {CIFAR10_ARCHIVE}, or --data cifar10 to download it"
+            )
+        return super().find_class(module, name)
+
+
 class Cifar10Files:
     """The official ``cifar-10-python.tar.gz``, or its extracted ``cifar-10-batches-py/``."""
 
@@ -99,13 +119,14 @@ class Cifar10Files:
             folder = self.path / _CIFAR10_FOLDER if (self.path / _CIFAR10_FOLDER).is_dir() else self.path
             for name in _CIFAR10_MEMBERS:
                 with open(folder / name, "rb") as file:
-                    yield name, pickle.load(file, encoding="latin1")
+                    yield name, _CifarBatchUnpickler(file, str(folder / name)).load()
             return
         with tarfile.open(self.path, "r:*") as archive:
             for member in archive:
                 name = PurePosixPath(member.name).name
                 if member.isfile() and name in _CIFAR10_MEMBERS:
-                    yield name, pickle.load(archive.extractfile(member), encoding="latin1")
+                    where = f"{member.name} in {self.path}"
+                    yield name, _CifarBatchUnpickler(archive.extractfile(member), where).load()
 
     @contextlib.contextmanager
     def listed(self, scratch_dir: Optional[Path] = None) -> Iterator[SourceListing]:
@@ -216,16 +237,25 @@ def _plain_tar(path: Path, scratch_dir: Path) -> Iterator[Path]:
         copy.unlink(missing_ok=True)
 
 
-def _tar_members(path: Path) -> Tuple[List[str], np.ndarray, np.ndarray]:
-    """Names, data offsets and sizes of the regular files of a tar archive, none hidden."""
-    names, offsets, sizes = [], [], []
+def _tar_members(path: Path) -> Tuple[List[str], np.ndarray, np.ndarray, List[str]]:
+    """Names, data offsets and sizes of the files of a tar archive, none hidden, a hard link read
+    as the file it links to; and a line naming each other link, which is skipped."""
+    files: Dict[str, Tuple[int, int]] = {}  # name -> (data offset, size)
+    links = []
     with tarfile.open(path, "r:") as archive:
         for member in archive:
-            if member.isfile() and not any(p.startswith(".") for p in PurePosixPath(member.name).parts):
-                names.append(member.name)
-                offsets.append(member.offset_data)
-                sizes.append(member.size)
-    return names, np.array(offsets, dtype=np.int64), np.array(sizes, dtype=np.int64)
+            if any(p.startswith(".") for p in PurePosixPath(member.name).parts):
+                continue
+            if member.isfile():
+                files[member.name] = member.offset_data, member.size
+            elif member.islnk() and member.linkname in files:
+                files[member.name] = files[member.linkname]
+            elif member.issym() or member.islnk():
+                kind = "symbolic" if member.issym() else "hard"
+                links.append(f"{member.name}: a {kind} link inside the archive "
+                             "(skipped; store the file itself)")
+    located = np.array(list(files.values()), dtype=np.int64).reshape(-1, 2)
+    return list(files), located[:, 0], located[:, 1], links
 
 
 def _read_member(path: Path, offset: int, size: int) -> bytes:
@@ -236,8 +266,9 @@ def _read_member(path: Path, offset: int, size: int) -> bytes:
 
 class ImageFolder:
     """A tree ``train/<class>/*`` and ``test/<class>/*``, or ``<class>/*`` with no split; as a
-    directory or a ``.tar`` / ``.tar.gz`` of one (a single enclosing folder is allowed). Files
-    whose suffix is not an image's are skipped and named."""
+    directory or a ``.tar`` / ``.tar.gz`` of one (a single enclosing folder is allowed). An image
+    anywhere else in the tree is refused by name; files whose suffix is not an image's, and links
+    inside an archive other than hard links to its files, are skipped and named."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -254,14 +285,18 @@ class ImageFolder:
             yield self._listing(names, lambda key: (self.path / names[key]).read_bytes())
             return
         with _plain_tar(self.path, scratch_dir or Path(tempfile.gettempdir())) as tar:
-            names, offsets, sizes = _tar_members(tar)
-            yield self._listing(names, lambda key: _read_member(tar, offsets[key], sizes[key]))
+            names, offsets, sizes, links = _tar_members(tar)
+            yield self._listing(names, lambda key: _read_member(tar, offsets[key], sizes[key]), links)
 
-    def _listing(self, names: List[str], read: Callable[[int], bytes]) -> SourceListing:
-        """The listing of the files ``names``, whose bytes ``read(key)`` returns by position."""
+    def _listing(self, names: List[str], read: Callable[[int], bytes],
+                 skipped: Iterable[str] = ()) -> SourceListing:
+        """The listing of the files ``names``, whose bytes ``read(key)`` returns by position; the
+        files that are not images are named in its ``skipped`` lines, with those given."""
         keys = [key for key, name in enumerate(names) if PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES]
-        skipped = [f"{name}: not an image file (its suffix is none of {' '.join(IMAGE_SUFFIXES)})"
-                   for name in sorted(set(names) - {names[key] for key in keys})]
+        not_images = set(names) - {names[key] for key in keys}
+        suffixes = " ".join(IMAGE_SUFFIXES)
+        skipped = sorted([*skipped, *(f"{name}: not an image file (its suffix is none of {suffixes})"
+                                      for name in not_images)])
         for line in skipped:
             print(f"skipped {line}")
         if not keys:
@@ -275,15 +310,18 @@ class ImageFolder:
 
     def _organise(self, paths: List[PurePosixPath], keys: np.ndarray) -> Tuple[List[str], Dict[str, SplitItems]]:
         """Classes and splits from the image files' ``paths`` (with their ``keys``)."""
-        shallow = [str(p) for p in paths if len(p.parts) < 2]
-        if shallow:
+        tree, has_splits, misfits = _best_reading(paths)
+        if misfits:
+            layout = "train/<class>/image and test/<class>/image" if has_splits else "<class>/image"
+            named = ", ".join(str(paths[i]) for i in misfits[:5]) + (
+                f" and {len(misfits) - 5} more" if len(misfits) > 5 else "")
             raise SourceError(
-                f"{self.path}: images must sit in class folders (<class>/image or "
-                f"train/<class>/image); {shallow[0]} does not"
+                f"{self.path}: images must sit in class folders, as {layout}, with no other folder or "
+                f"image beside them; {len(misfits)} {'image does' if len(misfits) == 1 else 'images do'} "
+                f"not fit: {named}. Move or remove them."
             )
-        has_splits = all(len(p.parts) >= 3 and p.parts[-3] in _SPLIT_FOLDERS for p in paths)
-        split_of = np.array([p.parts[-3] if has_splits else "train" for p in paths])
-        class_of = np.array([p.parts[-2] for p in paths])
+        split_of = np.array([p.parts[0] if has_splits else "train" for p in tree])
+        class_of = np.array([p.parts[-2] for p in tree])
         classes = sorted(set(class_of[split_of == "train"]))
         if not classes:
             raise SourceError(f"{self.path}: there is a test/ folder but no train/ folder")
@@ -294,6 +332,25 @@ class ImageFolder:
         splits = {split: SplitItems(keys[split_of == split], labels[split_of == split])
                   for split in sorted(set(split_of))}
         return classes, splits
+
+
+def _reading(paths: List[PurePosixPath], enclosed: bool) -> Tuple[List[PurePosixPath], bool, List[int]]:
+    """``paths`` relative to the tree's root (their first folder if ``enclosed``), whether the tree
+    is split into train/ and test/, and the positions of the paths that do not fit its layout."""
+    tree = [PurePosixPath(*p.parts[1:]) for p in paths] if enclosed else paths
+    has_splits = any(p.parts[0] in _SPLIT_FOLDERS for p in tree)
+    misfits = [i for i, p in enumerate(tree) if len(p.parts) != (3 if has_splits else 2)
+               or has_splits and p.parts[0] not in _SPLIT_FOLDERS]
+    return tree, has_splits, misfits
+
+
+def _best_reading(paths: List[PurePosixPath]) -> Tuple[List[PurePosixPath], bool, List[int]]:
+    """The ``_reading`` of ``paths`` with the fewest misfits: as they are, or, when they all share a
+    first folder other than train/ or test/, inside that single enclosing folder."""
+    tops = {p.parts[0] for p in paths}
+    enclosed = len(tops) == 1 and tops.isdisjoint(_SPLIT_FOLDERS) and all(len(p.parts) > 1 for p in paths)
+    readings = [_reading(paths, False)] + ([_reading(paths, True)] if enclosed else [])
+    return min(readings, key=lambda reading: len(reading[2]))
 
 
 def _is_cifar10_archive(path: Path) -> bool:

@@ -1,42 +1,158 @@
-"""The ``last/`` checkpoint of a run directory: the full Accelerate state (model, optimizer,
-schedule, scaler, RNG of every process, and the registered training state), to resume from.
-It is written in a staging folder and replaced by two renames (the old one to ``.last.old``,
-the new one into place); a run killed between them is resumed from ``.last.old``, which is
-complete until the new ``last/`` is. (``best/`` is a saved model: :mod:`colorize.models.saved`.)
+"""The checkpoints of a run directory, saved so that a crash at any instant loses nothing.
+
+``last/`` holds the full training state to resume from: Accelerate's (model, optimizer,
+schedule, scaler, the RNG of every process) and the trainer's own objects, as JSON plus
+safetensors (:data:`STATE_JSON`, :data:`STATE_TENSORS`): nothing read back can run code.
+``best/`` is the saved model (:mod:`colorize.models.saved`) of the epoch that ``last/`` names as
+best. An epoch's save is three steps, each flushed to the disk before the next: a new best
+model is staged beside ``best/``; ``last/`` is staged and swapped in by two renames; the staged
+best model is swapped in. :func:`recover` puts back whatever a crash interrupted.
 """
+import json
 from pathlib import Path
+from typing import Dict, Optional, Protocol
 
+import torch
 from accelerate import Accelerator
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
+from colorize import io
 from colorize.errors import ColorizeError
-from colorize.io import previous_version, replace_directory, staging_directory, staging_path
-from colorize.run_dir import LAST
+from colorize.models.saved import CONFIG as MODEL_CONFIG
+from colorize.run_dir import BEST, LAST
+
+STATE_JSON, STATE_TENSORS = "trainer_state.json", "trainer_state.safetensors"
+_TENSOR = "__tensor__"  # marks where a tensor of STATE_TENSORS sits in STATE_JSON
 
 
 class CheckpointError(ColorizeError):
     """A run directory lacks the checkpoint asked for, or it cannot be read or resumed as asked."""
 
 
-def save_last(accelerator: Accelerator, run_dir: Path) -> None:
-    """Every process calls this; the previous ``last/`` stays until the new one is complete."""
+class Stateful(Protocol):
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def _split_tensors(value, tensors: Dict[str, torch.Tensor], key: str):
+    """``value`` with every tensor in it moved to ``tensors`` (under its path) and marked."""
+    if isinstance(value, torch.Tensor):
+        tensors[key] = value.detach().cpu().contiguous().clone()
+        return {_TENSOR: key}
+    if isinstance(value, dict):
+        return {name: _split_tensors(item, tensors, f"{key}.{name}") for name, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_split_tensors(item, tensors, f"{key}.{index}") for index, item in enumerate(value)]
+    return value
+
+
+def _join_tensors(value, tensors: Dict[str, torch.Tensor]):
+    if isinstance(value, dict):
+        if set(value) == {_TENSOR}:
+            return tensors[value[_TENSOR]]
+        return {name: _join_tensors(item, tensors) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_join_tensors(item, tensors) for item in value]
+    return value
+
+
+def _write_objects(objects: Dict[str, Stateful], folder: Path) -> None:
+    tensors: Dict[str, torch.Tensor] = {}
+    tree = {name: _split_tensors(obj.state_dict(), tensors, name) for name, obj in objects.items()}
+    (folder / STATE_JSON).write_text(json.dumps(tree, indent=1) + "\n")
+    save_file(tensors, str(folder / STATE_TENSORS))
+
+
+def _read_objects(objects: Dict[str, Stateful], folder: Path) -> None:
+    if list(folder.glob("custom_checkpoint_*.pkl")):
+        raise CheckpointError(f"{folder} keeps the training state as a pickle (written by an earlier colorize), "
+                              "which can run code when it is read, so it is not resumed; start a new run (its "
+                              "best/ model still loads)")
+    try:
+        tree = json.loads((folder / STATE_JSON).read_text())
+        tensors = load_file(str(folder / STATE_TENSORS))
+        for name, obj in objects.items():
+            obj.load_state_dict(_join_tensors(tree[name], tensors))
+    except (OSError, ValueError, KeyError, SafetensorError) as error:
+        raise CheckpointError(f"{folder} is not a complete checkpoint ({error}); it cannot be resumed") from None
+
+
+def save_last(accelerator: Accelerator, run_dir: Path, objects: Dict[str, Stateful]) -> None:
+    """Save ``last/`` with the trainer's ``objects`` (every process calls this; they hold the
+    same). The previous ``last/`` stays until the new one is complete on the disk."""
     target = Path(run_dir) / LAST
-    staging = staging_path(target)
+    staging = io.staging_path(target)
     if accelerator.is_main_process:
-        staging_directory(target)
+        io.staging_directory(target)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(staging))
+    if accelerator.is_main_process:
+        _write_objects(objects, staging)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        replace_directory(staging, target)
+        io.replace_directory(staging, target)
     accelerator.wait_for_everyone()
 
 
-def load_last(accelerator: Accelerator, run_dir: Path) -> None:
-    """Restore every registered object from ``last/`` (or ``.last.old`` while it is replaced)."""
+def load_last(accelerator: Accelerator, run_dir: Path, objects: Dict[str, Stateful]) -> None:
+    """Restore Accelerate's state and the trainer's ``objects`` from ``last/`` (after :func:`recover`)."""
     path = Path(run_dir) / LAST
     if not path.is_dir():
-        path = previous_version(path)
-        if not path.is_dir():
-            raise CheckpointError(f"{run_dir} has no {LAST}/ checkpoint to resume from")
-        accelerator.print(f"{run_dir}/{LAST} was being replaced when the run stopped; resuming from {path}")
+        raise CheckpointError(f"{run_dir} has no {LAST}/ checkpoint to resume from")
+    _read_objects(objects, path)
     accelerator.load_state(str(path))
+
+
+def best_staging(run_dir: Path) -> Path:
+    """An empty folder to write the next ``best/`` in, before ``last/`` is saved."""
+    return io.staging_directory(Path(run_dir) / BEST)
+
+
+def promote_best(run_dir: Path) -> None:
+    """Swap the staged best model in, once ``last/`` names its epoch (main process)."""
+    best = Path(run_dir) / BEST
+    io.replace_directory(io.staging_path(best), best)
+
+
+def _best_epoch(last: Path) -> Optional[int]:
+    """The epoch the checkpoint ``last`` names as best, if it can be read."""
+    try:
+        return json.loads((last / STATE_JSON).read_text())["train"]["early_stopping"]["best_epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _model_epoch(folder: Path) -> Optional[int]:
+    """The epoch a saved model in ``folder`` was trained to, if it is complete and says so."""
+    try:
+        return json.loads((folder / MODEL_CONFIG).read_text()).get("epoch")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def recover(run_dir: Path) -> Optional[str]:
+    """Undo or finish a save that a crash interrupted, so that ``last/`` is complete and
+    ``best/`` is the model of the epoch it names as best (main process, before either is read);
+    returns what was done, if anything."""
+    run_dir = Path(run_dir)
+    last, best = run_dir / LAST, run_dir / BEST
+    done = []
+    if not last.is_dir() and io.previous_version(last).is_dir():
+        io.rename(io.previous_version(last), last)
+        done.append(f"{LAST}/ was being replaced: the previous one is back")
+    io.remove(io.previous_version(last))
+    io.remove(io.staging_path(last))
+    epoch = _best_epoch(last)
+    versions = (best, io.previous_version(best), io.staging_path(best))
+    right = next((version for version in versions if epoch is not None and _model_epoch(version) == epoch), None)
+    if right is None and not best.is_dir() and versions[1].is_dir():  # no epoch to match: the previous one
+        right = versions[1]
+    if right is not None and right != best:
+        io.remove(best)
+        io.rename(right, best)
+        done.append(f"{BEST}/ was being replaced: it is the model of epoch {epoch} again")
+    for version in versions[1:]:
+        io.remove(version)
+    return "; ".join(done) or None

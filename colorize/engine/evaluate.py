@@ -6,13 +6,13 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from colorize.config import ConfigError, load_config
+from colorize.config import Config, ConfigError, load_run_config
 from colorize.data.loaders import SplitLoader, build_loaders
 from colorize.data.manifest import read_manifest
-from colorize.engine.runtime import create_accelerator
+from colorize.engine.runtime import create_accelerator, run_scope
 from colorize.metrics import MetricSums
 from colorize.models.saved import load_model
-from colorize.run_dir import BEST, CONFIG, check_run_dir
+from colorize.run_dir import model_folder
 
 
 @torch.no_grad()
@@ -30,22 +30,31 @@ def evaluate(model: nn.Module, loader: SplitLoader, accelerator: Accelerator) ->
 
 
 def evaluate_run(run_dir: Path, data_dir: Optional[str] = None, split: str = "test",
-                 temperature: Optional[float] = None) -> Dict[str, float]:
+                 temperature: Optional[float] = None, trust_code: bool = False) -> Optional[Dict[str, float]]:
     """Metrics of ``run_dir``'s best model on ``split`` of ``data_dir`` (default: the run's own
-    data), with the run's loader and precision settings; bin scores decoded at ``temperature``
-    (default: the model's)."""
-    config = load_config(str(check_run_dir(run_dir) / CONFIG))
+    data), with the run's loader and precision settings, returned on the main process (None on
+    the others); bin scores decoded at ``temperature`` (default: the model's). The run's
+    ``imports:`` and its model's module are imported only with ``trust_code``."""
+    config = load_run_config(run_dir, trust_code=trust_code)
     if data_dir is not None:
         config.data.dir = str(data_dir)
     config.data.train_limit = config.data.eval_limit = None  # the whole split
-    accelerator, _ = create_accelerator(config.train)
-    loaded = load_model(Path(run_dir) / BEST, accelerator.device, temperature)
+    with run_scope():
+        accelerator, _ = create_accelerator(config.train)
+        try:
+            metrics = _evaluate_split(config, Path(run_dir), split, temperature, trust_code, accelerator)
+            accelerator.wait_for_everyone()
+            return metrics if accelerator.is_main_process else None
+        finally:
+            accelerator.end_training()  # leave the process group cleanly
+
+
+def _evaluate_split(config: Config, run_dir: Path, split: str, temperature: Optional[float], trust_code: bool,
+                    accelerator: Accelerator) -> Dict[str, float]:
+    loaded = load_model(model_folder(run_dir), accelerator.device, temperature, trust_code)
     classes = read_manifest(Path(config.data.dir))["classes"]
     if classes != loaded.classes:
         raise ConfigError(f"{config.data.dir} has classes {classes}, but {run_dir} was trained on {loaded.classes}")
     loader = build_loaders(config.data, rank=accelerator.process_index, world=accelerator.num_processes,
                            device=accelerator.device, splits=(split,), train_split_for_training=False)[split]
-    metrics = {**evaluate(loaded.model, loader, accelerator), "split": split, "processes": accelerator.num_processes}
-    accelerator.wait_for_everyone()
-    accelerator.end_training()  # leave the process group cleanly
-    return metrics
+    return {**evaluate(loaded.model, loader, accelerator), "split": split, "processes": accelerator.num_processes}

@@ -1,12 +1,16 @@
 """Process set-up for training and evaluation: the Accelerator and its precision, a guard
 against processes that were launched together but are not distributed, and the CPU thread count."""
+import contextlib
 import os
+import random
 import warnings
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
+import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import broadcast
 from torch import nn
 
@@ -113,8 +117,36 @@ def resolve_precision(requested: str, cuda: bool) -> Precision:
     return Precision("no", f"auto: {device} has no native bf16, so fp32")
 
 
+def _clear_accelerate_state() -> None:
+    """Forget the settings of any earlier Accelerator of this process (its precision above all),
+    and the process group too once it has been destroyed (``end_training``) or never was."""
+    process_group_gone = PartialState._shared_state and not torch.distributed.is_initialized()
+    AcceleratorState._reset_state(reset_partial_state=bool(process_group_gone))
+    GradientState._reset_state()
+
+
+@contextlib.contextmanager
+def run_scope() -> Iterator[None]:
+    """The process-wide state a run changes, given back when it ends, however it ends: its
+    Accelerator's settings, torch's thread count and the random generators (Python's, NumPy's
+    and torch's). Any number of runs, with any settings, can follow one another in one process."""
+    threads = torch.get_num_threads()
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if cuda else []):
+        try:
+            yield
+        finally:
+            _clear_accelerate_state()
+            torch.set_num_threads(threads)
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
 def create_accelerator(config: TrainConfig, log_with: Optional[str] = None) -> Tuple[Accelerator, Precision]:
-    """The Accelerator of this process, and the precision it computes in."""
+    """The Accelerator of this process (whatever an earlier one in this process was set to), and
+    the precision it computes in."""
+    _clear_accelerate_state()
     if config.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before CUDA starts
     precision = resolve_precision(config.mixed_precision, torch.cuda.is_available())

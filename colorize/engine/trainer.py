@@ -7,7 +7,9 @@ validation every epoch with early stopping on val ab L1, agreed by every process
 and ``best/`` every epoch, and ``last/`` also every ``train.checkpoint_every`` optimizer steps
 within an epoch (a resume goes on at the epoch's next batch); and, at the end, the test
 metrics of the best model. Everything a run produces lands in its run directory
-(:mod:`colorize.run_dir`).
+(:mod:`colorize.run_dir`), saved so that a crash at any instant loses nothing
+(:mod:`colorize.engine.checkpoint`). Each run leaves the process as it found it
+(:func:`colorize.engine.runtime.run_scope`), so many can run one after another in one process.
 """
 import contextlib
 import json
@@ -22,7 +24,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm import tqdm
 
-from colorize.config import Config, ConfigError, flat_settings, load_config, save_config
+from colorize.config import Config, ConfigError, flat_settings, load_config, load_run_config, save_config
 from colorize.data.loaders import Batch, SplitLoader, build_loaders, per_process_batch_size
 from colorize.data.manifest import read_manifest
 from colorize.data.prior import AbPrior, read_prior
@@ -30,17 +32,17 @@ from colorize.engine import checkpoint
 from colorize.engine.early_stopping import EarlyStopping
 from colorize.engine.evaluate import evaluate
 from colorize.engine.runtime import (Precision, cpu_description, create_accelerator, parameter_checksums,
-                                     precision_label, sync_batchnorm, sync_buffers)
+                                     precision_label, run_scope, sync_batchnorm, sync_buffers)
 from colorize.engine.visuals import EpochVisuals
 from colorize.engine.weight_average import WeightAverage
 from colorize.errors import ColorizeError
 from colorize.io import atomic_write_text
 from colorize.models import Colorizer, create_model
-from colorize.models.saved import load_model, save_model
+from colorize.models.saved import load_model, write_model
 from colorize.optim import build_optimizer, build_schedule, effective_batch, learning_rate
 from colorize.registry import LOSSES
-from colorize.run_dir import BEST, CONFIG, LAST, METRICS, check_run_dir
-from colorize.tracking import RunTracker, accelerate_log_with
+from colorize.run_dir import BEST, CONFIG, LAST, METRICS
+from colorize.tracking import RunTracker, Tracking, resolve_tracking
 
 
 class TrainingDiverged(ColorizeError):
@@ -65,7 +67,7 @@ class EpochProgress:
 
 @dataclass
 class TrainState:
-    """Progress saved in every ``last/`` checkpoint (registered with the Accelerator)."""
+    """Progress saved in every ``last/`` checkpoint."""
 
     early_stopping: EarlyStopping
     epoch: int = 0  # epochs completed
@@ -83,7 +85,7 @@ class TrainState:
         self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
         self.early_stopping.load_state_dict(state["early_stopping"])
         self.tracking_id = state["tracking_id"]
-        progress = state.get("progress")  # runs saved before train.checkpoint_every existed have none
+        progress = state["progress"]
         self.progress = None if progress is None else EpochProgress(**progress)
 
 
@@ -112,6 +114,11 @@ class Training:
     def evaluated_model(self) -> Colorizer:
         """What is validated, saved as best and tested: the weight average, if the run keeps one."""
         return self.plain_model if self.average is None else self.average.model
+
+    @property
+    def checkpointed(self) -> Dict[str, checkpoint.Stateful]:
+        """The trainer's own objects that ``last/`` keeps beside Accelerate's."""
+        return {"train": self.state} | ({} if self.average is None else {"average": self.average})
 
 
 class _Window:
@@ -233,7 +240,7 @@ class _EpochSums:
 def _save_within_epoch(training: Training, sums: _EpochSums, batches: int) -> None:
     """Write ``last/`` with how far into the epoch the run is (every process calls this)."""
     training.state.progress = sums.progress(training.accelerator, batches)
-    checkpoint.save_last(training.accelerator, training.config.run.path)
+    checkpoint.save_last(training.accelerator, training.config.run.path, training.checkpointed)
     training.state.progress = None
 
 
@@ -344,11 +351,7 @@ def build(config: Config, accelerator: Accelerator, precision: Precision,
                               total_steps=steps_per_epoch * config.train.epochs)
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
     state = TrainState(EarlyStopping(config.train.patience, config.train.min_delta))
-    accelerator.register_for_checkpointing(state)
-    average = None
-    if config.train.ema:
-        average = WeightAverage(accelerator.unwrap_model(model), config.train.ema)
-        accelerator.register_for_checkpointing(average)
+    average = WeightAverage(accelerator.unwrap_model(model), config.train.ema) if config.train.ema else None
     batch = effective_batch(per_process_batch_size(config.data, world), world, config.train.grad_accum)
     return Training(config, accelerator, precision, manifest, loaders, model, optimizer, schedule,
                     build_loss(config, prior, accelerator.device), state, batch, average)
@@ -356,17 +359,21 @@ def build(config: Config, accelerator: Accelerator, precision: Precision,
 
 # --- resume --------------------------------------------------------------------------------------
 
-# Settings that define what a run learns from: a resumed run must keep them.
-_FIXED_ON_RESUME = ("model.", "loss.name", "optim.name", "schedule.name", "data.train_limit", "data.eval_limit",
-                    "data.batch_size", "data.batch_size_scope", "data.hflip", "data.shift", "train.ema")
+# The settings a resumed run may change: how long it trains, where it is written and tracked,
+# where the prepared data now lie, how it is computed, and the learning rate from here on. Every
+# other setting defines the run (what it learns from and in which order) and must stay.
+_FREE_ON_RESUME = ("run.", "tracking.", "train.epochs", "train.patience", "train.min_delta", "train.log_every",
+                   "train.threads", "train.checkpoint_every", "train.mixed_precision", "train.channels_last",
+                   "train.compile", "train.deterministic", "data.dir", "data.loader", "data.num_workers",
+                   "data.os_cache", "optim.lr")
 
 
 def _check_resume_keeps(previous: Config, config: Config) -> None:
-    """Refuse, by name, a resume that changes what the run learns from."""
+    """Refuse, by name, a resume that changes a setting that defines the run."""
     old, new = flat_settings(previous), flat_settings(config)
-    for key in old:
-        if key.startswith(_FIXED_ON_RESUME) and old[key] != new.get(key):
-            raise ConfigError(f"{key} cannot change when resuming a run ({old[key]!r} -> {new.get(key)!r}); "
+    for key in sorted(old.keys() | new.keys()):
+        if not key.startswith(_FREE_ON_RESUME) and old.get(key) != new.get(key):
+            raise ConfigError(f"{key} cannot change when resuming a run ({old.get(key)!r} -> {new.get(key)!r}); "
                               f"start a new run with --config instead")
 
 
@@ -405,13 +412,16 @@ def _check_same_world(state: TrainState, world: int, run_dir: Path) -> None:
 def resume(training: Training, previous: Config) -> bool:
     """Restore ``last/`` (the config's learning rate and schedule apply from here on); whether
     the run trains on."""
-    run_dir = training.config.run.path
-    checkpoint.load_last(training.accelerator, run_dir)
+    run_dir, accelerator = training.config.run.path, training.accelerator
+    if accelerator.is_main_process and (recovered := checkpoint.recover(run_dir)):
+        print(f"{run_dir}: the run stopped while saving; {recovered}", flush=True)
+    accelerator.wait_for_everyone()
+    checkpoint.load_last(accelerator, run_dir, training.checkpointed)
     state = training.state
     going_on, message = _resume_plan(previous, training.config, state, len(training.loaders["train"]))
     if going_on:
         _check_same_world(state, training.accelerator.num_processes, run_dir)
-    training.accelerator.print(f"{run_dir}: {message}")
+    accelerator.print(f"{run_dir}: {message}")
     return going_on
 
 
@@ -447,10 +457,11 @@ def _write_metrics(training: Training, test: Optional[dict] = None) -> dict:
     return metrics
 
 
-def _save_best(training: Training) -> None:
+def _stage_best(training: Training, epoch: int) -> None:
+    """Write the model of ``epoch``, the new best, beside ``best/`` (main process)."""
     config, manifest = training.config, training.manifest
-    save_model(training.evaluated_model, config.run.path / BEST, config.model.name, config.model.settings,
-               manifest["classes"], manifest["resolution"])
+    write_model(training.evaluated_model, checkpoint.best_staging(config.run.path), config.model.name,
+                config.model.settings, manifest["classes"], manifest["resolution"], epoch=epoch)
 
 
 def fit(training: Training, visuals: Optional[EpochVisuals]) -> None:
@@ -468,8 +479,9 @@ def fit(training: Training, visuals: Optional[EpochVisuals]) -> None:
         checksums = parameter_checksums(plain_model, accelerator)
         val = evaluate(training.evaluated_model, training.loaders["val"], accelerator)
         vivid_enough = val["colorfulness_ratio"] >= config.train.min_colorfulness
-        if state.early_stopping.update(val["ab_l1"], epoch + 1, vivid_enough) and accelerator.is_main_process:
-            _save_best(training)
+        new_best = state.early_stopping.update(val["ab_l1"], epoch + 1, vivid_enough)
+        if new_best and accelerator.is_main_process:
+            _stage_best(training, epoch + 1)
         state.epoch = epoch + 1
         state.history.append({"epoch": epoch + 1, "step": state.step, "train": train_values, "val": val,
                               "model_checksums": checksums,
@@ -477,7 +489,9 @@ def fit(training: Training, visuals: Optional[EpochVisuals]) -> None:
         accelerator.log({f"val/{k}": v for k, v in val.items()} | {"epoch": epoch + 1}, step=state.step)
         if visuals is not None:
             visuals.grid(training.evaluated_model, epoch + 1, state.step)
-        checkpoint.save_last(accelerator, config.run.path)
+        checkpoint.save_last(accelerator, config.run.path, training.checkpointed)
+        if new_best and accelerator.is_main_process:
+            checkpoint.promote_best(config.run.path)
         if accelerator.is_main_process:
             _write_metrics(training)
             _print_epoch(state.history[-1], state.early_stopping)
@@ -519,29 +533,45 @@ def train(config: Config, previous: Optional[Config] = None) -> dict:
     elif (run_dir / LAST).exists():
         raise RunExists(f"{run_dir} already holds a run; resume it with colorize train --resume "
                         f"{run_dir}, or pick another run.name or run.dir")
-    accelerator, precision = create_accelerator(config.train, log_with=accelerate_log_with(config.tracking))
+    with run_scope():
+        tracking = resolve_tracking(config.tracking)  # before any work: online without W&B fails here
+        accelerator, precision = create_accelerator(config.train, log_with=tracking.log_with)
+        try:
+            return _train(config, previous, accelerator, precision, tracking)
+        finally:
+            accelerator.end_training()
+
+
+def _train(config: Config, previous: Optional[Config], accelerator: Accelerator, precision: Precision,
+           tracking: Tracking) -> dict:
+    run_dir = config.run.path
     set_seed(config.train.seed, deterministic=config.train.deterministic)
     manifest = read_manifest(Path(config.data.dir))
     loaders = build_loaders(config.data, seed=config.train.seed, rank=accelerator.process_index,
                             world=accelerator.num_processes, device=accelerator.device)
     training = build(config, accelerator, precision, loaders, manifest)
-    if previous is not None and not resume(training, previous) and (run_dir / METRICS).is_file():
-        accelerator.end_training()
-        return json.loads((run_dir / METRICS).read_text())
+    if previous is not None and not resume(training, previous) and (tested := _tested_metrics(training)):
+        return tested
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / CONFIG)
     accelerator.print(f"precision: {precision_label(precision.name)} ({precision.reason}); "
                       f"{training.effective_batch} images per optimizer step")
-    tracker = RunTracker(config, accelerator, run_dir, training.state.tracking_id)
+    tracker = RunTracker(config, tracking, accelerator, run_dir, training.state.tracking_id)
     training.state.tracking_id = tracker.run_id
     visuals = EpochVisuals(config, manifest["classes"], accelerator, tracker, loaders["val"]) \
         if accelerator.is_main_process else None
     fit(training, visuals)
     metrics = test(training, tracker, visuals)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
     return metrics
+
+
+def _tested_metrics(training: Training) -> Optional[dict]:
+    """The metrics of the run's test after the epochs it has trained, if they are written."""
+    path = training.config.run.path / METRICS
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    return metrics if "test" in metrics and metrics["epochs_run"] == training.state.epoch else None
 
 
 def _format(values: dict) -> str:
@@ -556,9 +586,11 @@ def _print_epoch(entry: dict, early: EarlyStopping) -> None:
           f"img/s; val {_format(entry['val'])}{marker}", flush=True)
 
 
-def train_from_cli(config_path: Optional[str], overrides: List[str], resume_dir: Optional[str]) -> dict:
-    """``colorize train``: a new run from a config, or ``--resume RUN_DIR`` with its saved config."""
+def train_from_cli(config_path: Optional[str], overrides: List[str], resume_dir: Optional[str],
+                   trust_code: bool = False) -> dict:
+    """``colorize train``: a new run from a config, or ``--resume RUN_DIR`` with its saved config
+    (whose ``imports:`` are imported only with ``trust_code``)."""
     if resume_dir is not None:
-        saved = str(check_run_dir(resume_dir) / CONFIG)
-        return train(load_config(saved, [*overrides, f"run.dir={resume_dir}"]), previous=load_config(saved))
+        return train(load_run_config(resume_dir, [*overrides, f"run.dir={resume_dir}"], trust_code),
+                     previous=load_run_config(resume_dir, trust_code=trust_code))
     return train(load_config(config_path, overrides))

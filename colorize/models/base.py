@@ -36,11 +36,12 @@ class Colorizer(nn.Module):
     resolution_multiple = 1
 
     @classmethod
-    def from_pretrained(cls, path, device="cpu") -> "Colorizer":
-        """The model saved at ``path`` (``colorize export`` or a run's ``best/``), in eval mode."""
+    def from_pretrained(cls, path, device="cpu", trust_code: bool = False) -> "Colorizer":
+        """The model saved at ``path`` (``colorize export`` or a run's ``best/``), in eval mode;
+        a network from outside colorize is imported only with ``trust_code``."""
         from colorize.models.saved import load_model
 
-        model = load_model(path, device).model
+        model = load_model(path, device, trust_code=trust_code).model
         if not isinstance(model, cls):
             raise TypeError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
         return model

@@ -39,19 +39,28 @@ class LoadedModel(NamedTuple):
     resolution: int
 
 
+def write_model(model: Colorizer, folder: Path, name: str, settings, classes: List[str], resolution: int,
+                card: Optional[str] = None, epoch: Optional[int] = None) -> None:
+    """Write ``model``'s files into the existing empty ``folder``; ``epoch``: the training epoch
+    it is from (a run's ``best/`` records it)."""
+    folder = Path(folder)
+    state = {key: tensor.detach().contiguous() for key, tensor in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS))
+    config = {"name": name, "module": type(model).__module__, "settings": asdict(settings),
+              "classes": list(classes), "resolution": resolution, "colour_scaling": COLOUR_SCALING}
+    if epoch is not None:
+        config["epoch"] = epoch
+    (folder / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    if card is not None:
+        (folder / CARD).write_text(card)
+
+
 def save_model(model: Colorizer, folder: Path, name: str, settings, classes: List[str], resolution: int,
                card: Optional[str] = None) -> None:
     """Write ``model`` to ``folder`` (built beside it, then renamed into place)."""
-    folder = Path(folder)
     staging = staging_directory(folder)
-    state = {key: tensor.detach().contiguous() for key, tensor in model.state_dict().items()}
-    save_file(state, str(staging / WEIGHTS))
-    config = {"name": name, "module": type(model).__module__, "settings": asdict(settings),
-              "classes": list(classes), "resolution": resolution, "colour_scaling": COLOUR_SCALING}
-    (staging / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    if card is not None:
-        (staging / CARD).write_text(card)
-    replace_directory(staging, folder)
+    write_model(model, staging, name, settings, classes, resolution, card)
+    replace_directory(staging, Path(folder))
 
 
 def _read_config(folder: Path) -> dict:
@@ -64,11 +73,20 @@ def _read_config(folder: Path) -> dict:
             "colour_scaling": COLOUR_SCALING}
 
 
-def load_model(folder, device="cpu", temperature: Optional[float] = None) -> LoadedModel:
-    """The model saved in ``folder``, on ``device``, in eval mode; a network with a bin head
-    decodes at ``temperature`` (default: its recipe's)."""
+def is_saved_model(folder) -> bool:
+    """Whether ``folder`` holds a saved model's weights and config."""
     folder = Path(folder)
-    if not (folder / WEIGHTS).is_file() or not any((folder / c).is_file() for c in (CONFIG, _LEGACY_CONFIG)):
+    return (folder / WEIGHTS).is_file() and any((folder / c).is_file() for c in (CONFIG, _LEGACY_CONFIG))
+
+
+def load_model(folder, device="cpu", temperature: Optional[float] = None,
+               trust_code: bool = False) -> LoadedModel:
+    """The model saved in ``folder``, on ``device``, in eval mode; a network with a bin head
+    decodes at ``temperature`` (default: its recipe's). A network colorize does not know is
+    registered by importing the module its config names, which runs that module's code: only
+    with ``trust_code``."""
+    folder = Path(folder)
+    if not is_saved_model(folder):
         raise SavedModelError(f"{folder} is not a saved model (it needs {CONFIG} and {WEIGHTS}); a run "
                               f"keeps its best model in RUN_DIR/best, and colorize export writes one")
     try:
@@ -77,7 +95,7 @@ def load_model(folder, device="cpu", temperature: Optional[float] = None) -> Loa
             raise SavedModelError(f"{folder} was trained with colour scaling {config['colour_scaling']}, "
                                   f"this version uses {COLOUR_SCALING}")
         if config["name"] not in MODELS.names() and config["module"]:
-            importlib.import_module(config["module"])  # a model from outside colorize registers on import
+            _import_trusted(folder, config["module"], trust_code)
         settings = MODELS.entry(config["name"]).settings(**config["settings"])
         state = load_file(str(folder / WEIGHTS))
         model = create_model(config["name"], settings, len(config["classes"]), config["resolution"],
@@ -89,6 +107,15 @@ def load_model(folder, device="cpu", temperature: Optional[float] = None) -> Loa
         set_temperature(model, temperature)
     return LoadedModel(model.to(torch.device(device)).eval(), config["name"], settings, config["classes"],
                        config["resolution"])
+
+
+def _import_trusted(folder: Path, module: str, trust_code: bool) -> None:
+    """Import ``module``, which registers the network of the model in ``folder``, if ``trust_code``."""
+    if not trust_code:
+        raise SavedModelError(f"{folder} holds a network from module {module}; loading it imports that "
+                              f"module, which runs its code: pass --trust-code (trust_code=True in Python) "
+                              f"if you trust it")
+    importlib.import_module(module)
 
 
 def model_card(loaded: LoadedModel, metrics: dict) -> str:
@@ -106,11 +133,31 @@ def model_card(loaded: LoadedModel, metrics: dict) -> str:
             "colourize photos with `colorize colorize --checkpoint FOLDER PHOTOS --out OUT`.\n")
 
 
-def export_run(run_dir, out) -> Path:
-    """Write ``run_dir``'s best model to ``out`` as a saved model with a model card."""
-    run_dir = check_run_dir(run_dir)
-    loaded = load_model(run_dir / BEST)
+def _check_export_target(run_dir: Path, out: Path, replace: bool) -> None:
+    """Refuse an ``out`` that overlaps ``run_dir`` or holds anything but an earlier export (which
+    only ``replace`` lets an export overwrite): an export deletes nothing it did not write."""
+    run, target = run_dir.resolve(), out.resolve()
+    overlap = ("is" if target == run else "lies inside" if run in target.parents
+               else "contains" if target in run.parents else None)
+    if overlap:
+        raise ColorizeError(f"{out} {overlap} the run directory {run_dir}; export to a folder outside it")
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not is_saved_model(out) or any(path.name not in (CONFIG, WEIGHTS, CARD) for path in out.iterdir()):
+        raise ColorizeError(f"{out} already exists and is not an earlier export; export to a new folder, or "
+                            f"move {out} away first")
+    if not replace:
+        raise ColorizeError(f"{out} already holds a saved model; pass --replace (replace=True in Python) "
+                            f"to overwrite it")
+
+
+def export_run(run_dir, out, replace: bool = False, trust_code: bool = False) -> Path:
+    """Write ``run_dir``'s best model to the new folder ``out`` as a saved model with a model
+    card; ``replace``: overwrite an earlier export there."""
+    run_dir, out = check_run_dir(run_dir), Path(out)
+    _check_export_target(run_dir, out, replace)
+    loaded = load_model(run_dir / BEST, trust_code=trust_code)
     metrics = json.loads((run_dir / METRICS).read_text()) if (run_dir / METRICS).is_file() else {}
-    save_model(loaded.model, Path(out), loaded.name, loaded.settings, loaded.classes, loaded.resolution,
+    save_model(loaded.model, out, loaded.name, loaded.settings, loaded.classes, loaded.resolution,
                card=model_card(loaded, metrics))
-    return Path(out)
+    return out
