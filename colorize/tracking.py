@@ -128,6 +128,8 @@ class RunTracker:
         import wandb
 
         tracking = config.tracking
+        # bounds the wait on a server that accepts and then hangs; WANDB_INIT_TIMEOUT, when set, wins
+        init_timeout = os.environ.get("WANDB_INIT_TIMEOUT", INIT_TIMEOUT_S)
         try:
             self.accelerator.init_trackers(
                 tracking.project,
@@ -141,12 +143,12 @@ class RunTracker:
                     "resume": "allow",
                     "mode": self.mode,
                     "dir": str(run_dir),
-                    # a server that accepts and then hangs: WANDB_INIT_TIMEOUT, when set, wins
-                    "settings": wandb.Settings(init_timeout=os.environ.get("WANDB_INIT_TIMEOUT", INIT_TIMEOUT_S)),
+                    "settings": wandb.Settings(init_timeout=init_timeout),
                 }},
             )
         except wandb.errors.Error as error:
-            raise TrackingUnavailable(f"W&B could not start the run in {self.mode} mode ({str(error).splitlines()[0]}): "
+            first_line = str(error).splitlines()[0]
+            raise TrackingUnavailable(f"W&B could not start the run in {self.mode} mode ({first_line}): "
                                       f"{_OFFLINE_ADVICE}, or tracking.mode=disabled") from None
 
     @property

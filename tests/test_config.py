@@ -91,3 +91,20 @@ def test_cli_reports_a_bad_key_without_traceback():
     result = run_cli("train", "--config", REPO / "configs" / "smoke.yaml", "train.epochz=1", check=False)
     assert result.returncode == 1
     assert "unknown setting 'train.epochz'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_run_directorys_imports_run_only_when_trusted(tmp_path, monkeypatch):
+    from colorize.config import load_run_config
+
+    marker = tmp_path / "imported"
+    (tmp_path / "someone_elses.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("imports: [someone_elses]\nrun:\n  name: theirs\n")
+    with pytest.raises(ConfigError, match="imports someone_elses, which would run their code: pass --trust-code"):
+        load_run_config(run_dir)
+    result = run_cli("evaluate", "--checkpoint", run_dir, check=False, env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 1 and "pass --trust-code" in result.stderr and "Traceback" not in result.stderr
+    assert not marker.exists()
+    assert load_run_config(run_dir, trust_code=True).imports == ["someone_elses"] and marker.exists()

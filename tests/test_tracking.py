@@ -96,8 +96,9 @@ def test_unreachable_server_is_offline_in_auto_mode_and_an_error_online(unreacha
 
 
 def test_online_without_credentials_fails_in_one_line(wandb_home):
-    with pytest.raises(TrackingUnavailable, match=r"^tracking.mode=online, but no W&B credentials.*wandb login"):
+    with pytest.raises(TrackingUnavailable, match="^tracking.mode=online, but no W&B credentials") as failure:
         resolve_tracking(TrackingConfig(mode="online"))
+    assert "wandb login" in str(failure.value)
 
 
 def test_the_wait_for_the_server_is_bounded(wandb_home, monkeypatch):
@@ -113,7 +114,8 @@ def test_the_wait_for_the_server_is_bounded(wandb_home, monkeypatch):
     assert time.monotonic() - start < 3
 
 
-@pytest.mark.parametrize("api_key, wandb_error", [("fake", "WANDB_API_KEY invalid"), ("k" * 40, "Failed to get resume status")])
+@pytest.mark.parametrize("api_key, wandb_error", [("fake", "WANDB_API_KEY invalid"),
+                                                  ("k" * 40, "Failed to get resume status")])
 def test_an_online_run_that_wandb_cannot_start_fails_in_one_line(wandb_server, tmp_path, monkeypatch,
                                                                  api_key, wandb_error):
     """The server answers the probe, then wandb rejects the key, or the server hangs: wandb's
@@ -134,13 +136,14 @@ def test_an_online_run_that_wandb_cannot_start_fails_in_one_line(wandb_server, t
 
 
 @pytest.mark.parametrize("credentials", ["none", "unreachable server"])
-def test_online_training_fails_before_reading_data(wandb_home, unreachable_wandb, tmp_path, monkeypatch, credentials):
+def test_online_training_fails_before_reading_data(unreachable_wandb, tmp_path, monkeypatch, credentials):
     if credentials == "none":
         monkeypatch.delenv("WANDB_API_KEY")
     result = run_cli("train", "--config", REPO / "configs" / "smoke.yaml", f"data.dir={tmp_path / 'absent'}",
                      f"run.dir={tmp_path / 'run'}", "tracking.mode=online", check=False)
     assert result.returncode == 1
-    assert result.stderr.startswith("colorize train: error: tracking.mode=online, but ")
+    [line] = result.stderr.splitlines()
+    assert line.startswith("colorize train: error: tracking.mode=online, but ")
     assert "Traceback" not in result.stderr and "absent" not in result.stderr
     assert not (tmp_path / "run").exists()
 
