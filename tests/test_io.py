@@ -1,0 +1,63 @@
+"""Durable output: what is renamed into place is on the disk first, and a replaced folder's
+previous version stays until the new one is in place."""
+import os
+
+import pytest
+
+from colorize import io
+
+
+@pytest.fixture
+def events(monkeypatch):
+    """Every flush (``("sync", path)``) and rename (``("rename", source, target)``), in order."""
+    seen = []
+    flush = io._fsync
+    monkeypatch.setattr(io, "_fsync", lambda path: (seen.append(("sync", str(path))), flush(path)))
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (seen.append(("rename", str(a), str(b))), replace(a, b)))
+    return seen
+
+
+def _tree(folder, text):
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.bin").write_text(text)
+    (folder / "sub" / "b.bin").write_text(text)
+    return folder
+
+
+def test_a_folder_is_flushed_before_it_is_renamed_and_its_parent_after(tmp_path, events):
+    target = _tree(tmp_path / "model", "old")
+    source = _tree(tmp_path / ".model.partial", "new")
+    io.replace_directory(source, target)
+    first_rename = next(i for i, event in enumerate(events) if event[0] == "rename")
+    synced_first = {event[1] for event in events[:first_rename]}
+    assert {str(source), str(source / "sub"), str(source / "a.bin"), str(source / "sub" / "b.bin")} <= synced_first
+    for index, event in enumerate(events):
+        if event[0] == "rename":
+            assert events[index + 1] == ("sync", str(tmp_path)), events  # the rename itself, on the disk
+    assert (target / "a.bin").read_text() == "new" and not io.previous_version(target).exists()
+
+
+def test_a_file_is_flushed_before_it_is_renamed(tmp_path, events):
+    io.atomic_write_text(tmp_path / "metrics.json", "{}")
+    renamed = next(i for i, event in enumerate(events) if event[0] == "rename")
+    assert events[renamed - 1] == ("sync", events[renamed][1]) and events[renamed + 1] == ("sync", str(tmp_path))
+
+
+def test_the_previous_version_stays_while_the_folder_is_missing(tmp_path, monkeypatch):
+    # a crash between the two renames left only the previous version; the next replace must
+    # keep it until the new folder is in place
+    target, old = tmp_path / "last", io.previous_version(tmp_path / "last")
+    _tree(old, "previous")
+    source = _tree(tmp_path / ".last.partial", "new")
+
+    def power_loss(a, b):
+        raise OSError("power loss")
+
+    monkeypatch.setattr(os, "replace", power_loss)
+    with pytest.raises(OSError):
+        io.replace_directory(source, target)
+    assert (old / "a.bin").read_text() == "previous"
+    monkeypatch.undo()
+    io.replace_directory(source, target)
+    assert (target / "a.bin").read_text() == "new" and not old.exists()
