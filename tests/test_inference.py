@@ -198,3 +198,13 @@ def test_the_module_of_an_unknown_network_is_imported_only_when_trusted(run_dir,
     out = tmp_path / "out"
     run_cli("colorize", "--checkpoint", folder, photos / "chelsea.png", "--out", out, "--trust-code", env=env)
     assert (plugins / "imported").exists() and (out / "chelsea.png").is_file()
+
+
+def test_a_run_whose_best_model_is_being_replaced_reads_the_previous_one(run_dir, photos, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("run:\n  name: r\n")
+    save_model(load_model(run_dir).model, run / ".best.old", "fusion", FusionSettings(), [str(i) for i in range(10)],
+               resolution=32)  # a save stopped between its two renames: no best/ for now
+    report = colorize_files(run, [photos / "chelsea.png"], tmp_path / "out")
+    assert report.written == [tmp_path / "out" / "chelsea.png"] and not (run / "best").exists()
