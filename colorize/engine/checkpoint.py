@@ -6,7 +6,8 @@ safetensors (:data:`STATE_JSON`, :data:`STATE_TENSORS`): nothing read back can r
 ``best/`` is the saved model (:mod:`colorize.models.saved`) of the epoch that ``last/`` names as
 best. An epoch's save is three steps, each flushed to the disk before the next: a new best
 model is staged beside ``best/``; ``last/`` is staged and swapped in by two renames; the staged
-best model is swapped in. :func:`recover` puts back whatever a crash interrupted.
+best model is swapped in. :func:`recover_last` and :func:`recover_best` put back whatever a
+crash interrupted.
 """
 import json
 from pathlib import Path
@@ -97,7 +98,7 @@ def save_last(accelerator: Accelerator, run_dir: Path, objects: Dict[str, Statef
 
 
 def load_last(accelerator: Accelerator, run_dir: Path, objects: Dict[str, Stateful]) -> None:
-    """Restore Accelerate's state and the trainer's ``objects`` from ``last/`` (after :func:`recover`)."""
+    """Restore Accelerate's state and the trainer's ``objects`` from ``last/`` (after :func:`recover_last`)."""
     path = Path(run_dir) / LAST
     if not path.is_dir():
         raise CheckpointError(f"{run_dir} has no {LAST}/ checkpoint to resume from")
@@ -116,14 +117,6 @@ def promote_best(run_dir: Path) -> None:
     io.replace_directory(io.staging_path(best), best)
 
 
-def _best_epoch(last: Path) -> Optional[int]:
-    """The epoch the checkpoint ``last`` names as best, if it can be read."""
-    try:
-        return json.loads((last / STATE_JSON).read_text())["train"]["early_stopping"]["best_epoch"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def _model_epoch(folder: Path) -> Optional[int]:
     """The epoch a saved model in ``folder`` was trained to, if it is complete and says so."""
     try:
@@ -132,27 +125,33 @@ def _model_epoch(folder: Path) -> Optional[int]:
         return None
 
 
-def recover(run_dir: Path) -> Optional[str]:
-    """Undo or finish a save that a crash interrupted, so that ``last/`` is complete and
-    ``best/`` is the model of the epoch it names as best (main process, before either is read);
-    returns what was done, if anything."""
-    run_dir = Path(run_dir)
-    last, best = run_dir / LAST, run_dir / BEST
-    done = []
-    if not last.is_dir() and io.previous_version(last).is_dir():
-        io.rename(io.previous_version(last), last)
-        done.append(f"{LAST}/ was being replaced: the previous one is back")
-    io.remove(io.previous_version(last))
+def recover_last(run_dir: Path) -> Optional[str]:
+    """Undo a save of ``last/`` that a crash interrupted, so that ``last/`` is complete (main
+    process, before it is read); says what was done, if anything."""
+    last = Path(run_dir) / LAST
+    previous = io.previous_version(last)
+    done = None
+    if not last.is_dir() and previous.is_dir():
+        io.rename(previous, last)
+        done = f"{LAST}/ was being replaced: the previous one is back"
+    io.remove(previous)
     io.remove(io.staging_path(last))
-    epoch = _best_epoch(last)
+    return done
+
+
+def recover_best(run_dir: Path, epoch: int) -> Optional[str]:
+    """Make ``best/`` the model of ``epoch``, the best that ``last/`` names, from whichever
+    version a crash left of it (main process, after ``last/`` is read); says what was done."""
+    best = Path(run_dir) / BEST
     versions = (best, io.previous_version(best), io.staging_path(best))
-    right = next((version for version in versions if epoch is not None and _model_epoch(version) == epoch), None)
+    right = next((version for version in versions if _model_epoch(version) == epoch), None)
     if right is None and not best.is_dir() and versions[1].is_dir():  # no epoch to match: the previous one
         right = versions[1]
+    done = None
     if right is not None and right != best:
         io.remove(best)
         io.rename(right, best)
-        done.append(f"{BEST}/ was being replaced: it is the model of epoch {epoch} again")
+        done = f"{BEST}/ was being replaced: it is the model of epoch {_model_epoch(best)} again"
     for version in versions[1:]:
         io.remove(version)
-    return "; ".join(done) or None
+    return done

@@ -409,15 +409,21 @@ def _check_same_world(state: TrainState, world: int, run_dir: Path) -> None:
             f"which share that epoch's samples among them; resume it with {state.progress.world} processes")
 
 
-def resume(training: Training, previous: Config) -> bool:
-    """Restore ``last/`` (the config's learning rate and schedule apply from here on); whether
-    the run trains on."""
-    run_dir, accelerator = training.config.run.path, training.accelerator
-    if accelerator.is_main_process and (recovered := checkpoint.recover(run_dir)):
+def _say_recovered(run_dir: Path, recovered: Optional[str]) -> None:
+    if recovered:
         print(f"{run_dir}: the run stopped while saving; {recovered}", flush=True)
+
+
+def resume(training: Training, previous: Config) -> bool:
+    """Restore ``last/``, after putting back whatever a crash interrupted (the config's learning
+    rate applies from here on); whether the run trains on."""
+    run_dir, accelerator, state = training.config.run.path, training.accelerator, training.state
+    if accelerator.is_main_process:
+        _say_recovered(run_dir, checkpoint.recover_last(run_dir))
     accelerator.wait_for_everyone()
     checkpoint.load_last(accelerator, run_dir, training.checkpointed)
-    state = training.state
+    if accelerator.is_main_process:
+        _say_recovered(run_dir, checkpoint.recover_best(run_dir, state.early_stopping.best_epoch))
     going_on, message = _resume_plan(previous, training.config, state, len(training.loaders["train"]))
     if going_on:
         _check_same_world(state, training.accelerator.num_processes, run_dir)
