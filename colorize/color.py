@@ -4,6 +4,8 @@ network's scaling of L and ab.
 The formulas and constants are those of ``skimage.color.rgb2lab`` / ``lab2rgb``, so results
 agree with scikit-image; everything runs on the tensor's own device and dtype.
 """
+from typing import Dict, NamedTuple, Tuple
+
 import torch
 
 # sRGB primaries -> CIE XYZ, and the D65 reference white.
@@ -22,12 +24,30 @@ L_HALF_RANGE = 50.0
 AB_SCALE = 110.0  # about the largest |a| or |b| of an sRGB colour
 
 
-def _matrix(rows, like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(rows, dtype=like.dtype, device=like.device)
+class _Constants(NamedTuple):
+    xyz_from_rgb: torch.Tensor
+    rgb_from_xyz: torch.Tensor
+    white: torch.Tensor  # shaped (1, 3, 1, 1) to divide NCHW batches
 
 
-def _white(like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(_D65_WHITE, dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
+def _build_constants(device: torch.device, dtype: torch.dtype) -> _Constants:
+    """The conversion's constants in ``dtype`` on ``device``; the inverse is taken in float64
+    on the CPU."""
+    xyz_from_rgb = torch.tensor(_XYZ_FROM_RGB, dtype=dtype)
+    rgb_from_xyz = torch.linalg.inv(xyz_from_rgb.double()).to(dtype)
+    white = torch.tensor(_D65_WHITE, dtype=dtype).view(1, 3, 1, 1)
+    return _Constants(xyz_from_rgb.to(device), rgb_from_xyz.to(device), white.to(device))
+
+
+_CONSTANTS: Dict[Tuple[torch.device, torch.dtype], _Constants] = {}
+
+
+def _constants(like: torch.Tensor) -> _Constants:
+    """The constants for ``like``'s device and dtype, built on first use and kept."""
+    key = (like.device, like.dtype)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = _build_constants(*key)
+    return _CONSTANTS[key]
 
 
 def _channel_matmul(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +68,8 @@ def _linear(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def _linear_to_lab(linear: torch.Tensor) -> torch.Tensor:
-    xyz = _channel_matmul(_matrix(_XYZ_FROM_RGB, linear), linear) / _white(linear)
+    constants = _constants(linear)
+    xyz = _channel_matmul(constants.xyz_from_rgb, linear) / constants.white
     f = torch.where(xyz > _EPSILON, xyz.clamp_min(_EPSILON) ** (1 / 3), _KAPPA * xyz + 16 / 116)
     fx, fy, fz = f.unbind(1)
     return torch.stack((116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)), dim=1)
@@ -75,9 +96,9 @@ def _lab_to_unclipped_rgb(lab: torch.Tensor) -> torch.Tensor:
     l, a, b = lab.unbind(1)
     fy = (l + 16) / 116
     f = torch.stack((fy + a / 500, fy, (fy - b / 200).clamp_min(0)), dim=1)
-    xyz = torch.where(f > 0.2068966, f**3, (f - 16 / 116) / _KAPPA) * _white(lab)
-    rgb_from_xyz = torch.linalg.inv(_matrix(_XYZ_FROM_RGB, lab).double()).to(lab.dtype)
-    linear = _channel_matmul(rgb_from_xyz, xyz)
+    constants = _constants(lab)
+    xyz = torch.where(f > 0.2068966, f**3, (f - 16 / 116) / _KAPPA) * constants.white
+    linear = _channel_matmul(constants.rgb_from_xyz, xyz)
     return torch.where(
         linear > 0.0031308, 1.055 * linear.clamp_min(0.0031308) ** (1 / 2.4) - 0.055, 12.92 * linear
     )

@@ -1,13 +1,17 @@
 """Optimizers (``optim.name``) and learning-rate schedules (``schedule.name``) by name, and
 the effective batch.
 
-Optimizers put no weight decay on norms and biases. A schedule is a factor of ``optim.lr``
+Optimizers put no weight decay on norms and biases. An optimizer factory is called as
+``factory(settings, groups, lr)``, with ``device=`` the parameters' training device too when
+it has a ``device`` parameter; the built-in ones use torch's fused kernels on CUDA and foreach
+kernels elsewhere (see :func:`kernels`). A schedule is a factor of ``optim.lr``
 as a function of the optimizer step, stepped once per optimizer step; it saves only the step
 count, so a resumed run follows the same sequence.
 """
+import inspect
 import math
 from dataclasses import dataclass
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import torch
 from torch import nn
@@ -61,23 +65,43 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> List[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
 
 
+def kernels(device: torch.device) -> dict:
+    """How a built-in optimizer steps parameters on ``device``: fused on CUDA (one launch per
+    step, step counts on the device), foreach elsewhere (on the CPU, exactly the per-parameter
+    loop's numbers)."""
+    return {"fused": True} if device.type == "cuda" else {"foreach": True}
+
+
 @OPTIMIZERS.register("adam", AdamSettings)
-def adam(settings: AdamSettings, groups: List[dict], lr: float) -> torch.optim.Optimizer:
-    return torch.optim.Adam(groups, lr=lr, betas=(settings.beta1, settings.beta2), eps=settings.eps)
+def adam(settings: AdamSettings, groups: List[dict], lr: float,
+         device: torch.device) -> torch.optim.Optimizer:
+    return torch.optim.Adam(groups, lr=lr, betas=(settings.beta1, settings.beta2), eps=settings.eps,
+                            **kernels(device))
 
 
 @OPTIMIZERS.register("adamw", AdamWSettings)
-def adamw(settings: AdamWSettings, groups: List[dict], lr: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=lr, betas=(settings.beta1, settings.beta2), eps=settings.eps)
+def adamw(settings: AdamWSettings, groups: List[dict], lr: float,
+          device: torch.device) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=lr, betas=(settings.beta1, settings.beta2), eps=settings.eps,
+                             **kernels(device))
 
 
 @OPTIMIZERS.register("sgd", SGDSettings)
-def sgd(settings: SGDSettings, groups: List[dict], lr: float) -> torch.optim.Optimizer:
-    return torch.optim.SGD(groups, lr=lr, momentum=settings.momentum, nesterov=settings.momentum > 0)
+def sgd(settings: SGDSettings, groups: List[dict], lr: float,
+        device: torch.device) -> torch.optim.Optimizer:
+    return torch.optim.SGD(groups, lr=lr, momentum=settings.momentum, nesterov=settings.momentum > 0,
+                           **kernels(device))
 
 
-def build_optimizer(name: str, settings: OptimizerSettings, model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    return OPTIMIZERS.build(name, settings, parameter_groups(model, settings.weight_decay), lr)
+def build_optimizer(name: str, settings: OptimizerSettings, model: nn.Module, lr: float,
+                    device: Optional[torch.device] = None) -> torch.optim.Optimizer:
+    """Optimizer ``name`` of ``model``'s parameters, which train on ``device`` (default: where
+    they are now; pass the device they will be moved to before training)."""
+    factory = OPTIMIZERS.entry(name).factory
+    groups = parameter_groups(model, settings.weight_decay)
+    if "device" not in inspect.signature(factory).parameters:
+        return factory(settings, groups, lr)
+    return factory(settings, groups, lr, device=device or next(model.parameters()).device)
 
 
 def effective_batch(batch_per_process: int, processes: int, grad_accum: int) -> int:

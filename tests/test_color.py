@@ -3,6 +3,7 @@ import pytest
 import torch
 from skimage.color import lab2rgb, rgb2lab
 
+from colorize import color
 from colorize.color import ab_from_network, join_lab, lab_to_rgb, normalize_l, rgb8_to_lab, rgb_to_lab
 
 EDGES = np.array([
@@ -82,3 +83,21 @@ def test_network_scaling():
     assert ab_from_network(torch.tensor([1.0])).item() > 100
     lab = join_lab(torch.zeros(2, 1, 4, 4), torch.ones(2, 2, 4, 4))
     assert lab.shape == (2, 3, 4, 4) and lab[:, 1:].eq(1).all()
+
+
+def test_constants_are_built_once_per_device_and_dtype(monkeypatch):
+    built, build = [], color._build_constants
+    monkeypatch.setattr(color, "_CONSTANTS", {})
+    monkeypatch.setattr(color, "_build_constants", lambda *key: built.append(key) or build(*key))
+    rgb = as_nchw(random_rgb())
+    lab, lab32 = rgb_to_lab(rgb), rgb_to_lab(rgb.float())
+    back, back32 = lab_to_rgb(lab), lab_to_rgb(lab32)
+
+    def no_constants(*args, **kwargs):
+        raise AssertionError("a conversion built a constant")
+
+    monkeypatch.setattr(torch, "tensor", no_constants)
+    monkeypatch.setattr(torch.linalg, "inv", no_constants)
+    assert torch.equal(rgb_to_lab(rgb), lab) and torch.equal(lab_to_rgb(lab), back)
+    assert torch.equal(rgb_to_lab(rgb.float()), lab32) and torch.equal(lab_to_rgb(lab32), back32)
+    assert built == [(torch.device("cpu"), torch.float64), (torch.device("cpu"), torch.float32)]

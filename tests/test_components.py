@@ -8,15 +8,19 @@ import subprocess
 import sys
 import textwrap
 import time
+from functools import partial
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
+from colorize import optim
 from colorize.config import load_config
 from colorize.errors import ConfigError
 from colorize.models import create_model
-from colorize.optim import CosineSettings, OneCycleSettings, build_optimizer, build_schedule, cosine, one_cycle
+from colorize.optim import (CosineSettings, OneCycleSettings, SGDSettings, build_optimizer, build_schedule,
+                            cosine, one_cycle, parameter_groups)
 from colorize.registry import MODELS, Registry
 from conftest import REPO, run_cli
 
@@ -132,6 +136,48 @@ def test_no_weight_decay_on_norms_and_biases():
     assert decayed["weight_decay"] == 0.05 and kept["weight_decay"] == 0.0
     assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim == 1 for p in kept["params"])
     assert len(decayed["params"]) + len(kept["params"]) == len(list(model.parameters()))
+
+
+def small_network() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+
+
+def trained(model: nn.Module, optimizer: torch.optim.Optimizer) -> list:
+    """``model``'s parameters after 5 steps on fixed random images."""
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        model(torch.randn(8, 1, 8, 8, generator=generator)).square().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return [parameter.detach() for parameter in model.parameters()]
+
+
+@pytest.mark.parametrize("name, plain", [
+    ("adam", partial(torch.optim.Adam, foreach=False)), ("adamw", partial(torch.optim.AdamW, foreach=False)),
+    ("sgd", partial(torch.optim.SGD, momentum=0.9, nesterov=True, foreach=False))])
+def test_on_the_cpu_the_optimizers_step_exactly_as_torchs_loop(name, plain):
+    settings = load_config(None, [f"optim.name={name}", "optim.weight_decay=0.05"]).optim.settings
+    built = build_optimizer(name, settings, model := small_network(), 1e-2, torch.device("cpu"))
+    assert built.defaults["foreach"] and not built.defaults["fused"]
+    reference = small_network()
+    expected = trained(reference, plain(parameter_groups(reference, 0.05), lr=1e-2))
+    assert all(torch.equal(a, b) for a, b in zip(trained(model, built), expected))
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_on_cuda_the_optimizers_are_fused(name):
+    settings = load_config(None, [f"optim.name={name}"]).optim.settings
+    optimizer = build_optimizer(name, settings, small_network(), 1e-3, torch.device("cuda"))
+    assert optimizer.defaults["fused"] and not optimizer.defaults["foreach"]
+
+
+def test_an_optimizer_factory_without_a_device_is_built(monkeypatch):
+    registry = Registry("optimizer", "optim")
+    registry.register("plain_sgd", SGDSettings)(lambda settings, groups, lr: torch.optim.SGD(groups, lr))
+    monkeypatch.setattr(optim, "OPTIMIZERS", registry)
+    optimizer = build_optimizer("plain_sgd", SGDSettings(), small_network(), 0.1, torch.device("cuda"))
+    assert optimizer.defaults["lr"] == 0.1 and not optimizer.defaults["fused"]
 
 
 def test_schedules_rise_peak_and_fall_as_documented():

@@ -1,37 +1,40 @@
 """Random augmentation of training batches: horizontal flips and shifts.
 
-Every random number is drawn on the CPU from a generator seeded by (seed, epoch, rank), so the
-same samples get the same changes on any device and with either loader kind; the changes are
-applied on the device without waiting for it.
+Every random number is drawn from a generator on the batches' device seeded by (seed, epoch,
+rank), so the same samples get the same changes with either loader kind and from any resumed
+batch, and no step copies random numbers from the host. (Devices differ in their random
+streams: a CPU run and a CUDA run draw different changes.)
 """
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+CPU = torch.device("cpu")
 
-def _generator(seed: int, epoch: int, rank: int, *stream: int) -> torch.Generator:
+
+def _generator(device: torch.device, seed: int, epoch: int, rank: int, *stream: int) -> torch.Generator:
     state = np.random.SeedSequence([seed, epoch, rank, *stream]).generate_state(1)[0]
-    return torch.Generator().manual_seed(int(state))
+    return torch.Generator(device=device).manual_seed(int(state))
 
 
-def flip_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+def flip_generator(seed: int, epoch: int, rank: int, device: torch.device = CPU) -> torch.Generator:
     """The generator of ``epoch``'s flips: one uniform draw per sample, batch after batch;
     a draw below 0.5 flips the sample left to right."""
-    return _generator(seed, epoch, rank)
+    return _generator(device, seed, epoch, rank)
 
 
-def shift_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+def shift_generator(seed: int, epoch: int, rank: int, device: torch.device = CPU) -> torch.Generator:
     """The generator of ``epoch``'s shifts: per batch, the row offsets of its samples, then
     their column offsets, each uniform in [0, 2 * shift]."""
-    return _generator(seed, epoch, rank, 1)
+    return _generator(device, seed, epoch, rank, 1)
 
 
 def _flip_mask(samples: int, draws: torch.Generator) -> torch.Tensor:
-    return torch.rand(samples, generator=draws) < 0.5
+    return torch.rand(samples, generator=draws, device=draws.device) < 0.5
 
 
 def _shift_offsets(samples: int, most: int, draws: torch.Generator) -> torch.Tensor:
-    return torch.randint(0, 2 * most + 1, (2, samples), generator=draws)
+    return torch.randint(0, 2 * most + 1, (2, samples), generator=draws, device=draws.device)
 
 
 def flip(lab: torch.Tensor, draws: torch.Generator) -> torch.Tensor:
@@ -52,11 +55,13 @@ def shift(lab: torch.Tensor, most: int, draws: torch.Generator) -> torch.Tensor:
 
 
 class Augmentation:
-    """The augmentation of one epoch of one process's training batches, batch after batch."""
+    """The augmentation of one epoch of one process's training batches, batch after batch,
+    drawn on ``device``: the device of the batches, so that no draw is copied to them."""
 
-    def __init__(self, hflip: bool, most_shift: int, seed: int, epoch: int, rank: int):
-        self.flips = flip_generator(seed, epoch, rank) if hflip else None
-        self.shifts = shift_generator(seed, epoch, rank) if most_shift else None
+    def __init__(self, hflip: bool, most_shift: int, seed: int, epoch: int, rank: int,
+                 device: torch.device = CPU):
+        self.flips = flip_generator(seed, epoch, rank, device) if hflip else None
+        self.shifts = shift_generator(seed, epoch, rank, device) if most_shift else None
         self.most_shift = most_shift
 
     def skip(self, batches: int, batch_size: int) -> None:

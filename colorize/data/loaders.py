@@ -112,7 +112,8 @@ class SplitLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         spec = self.spec
-        augment = Augmentation(spec.hflip, spec.shift, spec.seed, self.epoch, spec.rank) if spec.train else None
+        augment = (Augmentation(spec.hflip, spec.shift, spec.seed, self.epoch, spec.rank, spec.device)
+                   if spec.train else None)
         if augment is not None:
             augment.skip(self.first_batch, spec.batch_size)
         start = self.first_batch * spec.batch_size

@@ -134,11 +134,12 @@ class _Window:
         self.wait = 0.0
         self.started = time.perf_counter()
 
-    def add(self, losses: Dict[str, torch.Tensor], images: int, wait: float) -> None:
+    def add(self, parts: List[str], sums: torch.Tensor, images: int, wait: float) -> None:
+        """Add a batch of ``images``: ``sums``, its loss ``parts`` times its images (float64)."""
         if self.sums is None:
-            self.parts = list(losses)
-            self.sums = torch.zeros(len(self.parts), dtype=torch.float64, device=self.device)
-        self.sums += torch.stack([losses[name].detach().double() for name in self.parts]) * images
+            self.parts, self.sums = parts, sums.clone()
+        else:
+            self.sums += sums
         self.images += images
         self.wait += wait
 
@@ -202,7 +203,7 @@ def _optimizer_step(training: Training) -> None:
         training.schedule.step()
         if training.average is not None:
             training.average.update(training.plain_model)
-    training.optimizer.zero_grad(set_to_none=True)
+    training.optimizer.optimizer.zero_grad(set_to_none=True)  # the wrapped one: Accelerate's reads a signature
     training.state.step += 1
 
 
@@ -220,9 +221,12 @@ class _EpochSums:
         self.window = _Window(device) if carried is None else _Window.carried_on(device, carried.window)
 
     def add(self, batch: Batch, losses: Dict[str, torch.Tensor], waited: float) -> None:
-        self.seen.index_put_((batch.index,), torch.ones_like(batch.index, dtype=torch.int32), accumulate=True)
-        self.window.add(losses, len(batch.l), waited)
-        self.total.add(losses, len(batch.l), waited)
+        """Add a batch, in a few device operations that never wait for it."""
+        self.seen.index_add_(0, batch.index, torch.ones_like(batch.index, dtype=torch.int32))
+        parts, images = list(losses), len(batch.l)
+        sums = torch.stack([losses[name].detach() for name in parts]).double() * images
+        self.window.add(parts, sums, images, waited)
+        self.total.add(parts, sums, images, waited)
 
     def progress(self, accelerator: Accelerator, batches: int) -> EpochProgress:
         """The epoch so far, after ``batches`` batches (every process calls this)."""
@@ -345,7 +349,7 @@ def build(config: Config, accelerator: Accelerator, precision: Precision,
     prior = data_prior(config, manifest, Path(config.data.dir))
     model = build_model(config, manifest, accelerator, prior)
     lr = learning_rate(config.optim.settings, world)
-    optimizer = build_optimizer(config.optim.name, config.optim.settings, model, lr)
+    optimizer = build_optimizer(config.optim.name, config.optim.settings, model, lr, accelerator.device)
     steps_per_epoch = math.ceil(len(loaders["train"]) / config.train.grad_accum)
     schedule = build_schedule(config.schedule.name, config.schedule.settings, optimizer,
                               total_steps=steps_per_epoch * config.train.epochs)
