@@ -33,15 +33,15 @@ class WeightAverage:
         self.decay = decay
         self.model = copy.deepcopy(model).requires_grad_(False)
         self.count = torch.zeros((), dtype=torch.long, device=next(model.parameters()).device)
+        self._floats, self._integers = _floats_and_integers(self.model)  # updated in place, never replaced
 
     @torch.no_grad()
     def update(self, model: Colorizer) -> None:
-        averaged, integers = _floats_and_integers(self.model)
         current, current_integers = _floats_and_integers(model)
         weight = torch.where(self.count == 0, 1.0, 1 - self.decay)  # 1: the first update copies
-        torch._foreach_lerp_(averaged, current, weight)
-        if integers:
-            torch._foreach_copy_(integers, current_integers)
+        torch._foreach_lerp_(self._floats, current, weight)
+        if self._integers:
+            torch._foreach_copy_(self._integers, current_integers)
         self.count += 1
 
     def state_dict(self) -> dict:
