@@ -11,7 +11,7 @@ from colorize.data.manifest import read_manifest
 from colorize.errors import ConfigError
 from colorize.models.head import has_bin_head
 from colorize.models.saved import load_model
-from colorize.run_dir import BEST
+from colorize.run_dir import model_folder
 
 
 def compare_runs(run_dirs: Sequence[Path], out: Path, per_class: int = 1, data_dir: Optional[str] = None,
@@ -26,12 +26,12 @@ def compare_runs(run_dirs: Sequence[Path], out: Path, per_class: int = 1, data_d
     classes = read_manifest(Path(data_dir))["classes"]
     models = {}
     for run, config in zip(runs, configs):
-        loaded = load_model(run / BEST, trust_code=trust_code)
+        loaded = load_model(model_folder(run), trust_code=trust_code)
         if loaded.classes != classes:
             raise ConfigError(f"{run} was trained on classes {loaded.classes}, but {data_dir} has {classes}")
         if temperatures and has_bin_head(loaded.model):
             for temperature in temperatures:
-                decoded = load_model(run / BEST, temperature=temperature, trust_code=trust_code)
+                decoded = load_model(model_folder(run), temperature=temperature, trust_code=trust_code)
                 models[f"{config.run.name} T={temperature:g}"] = decoded.model
         else:
             models[config.run.name] = loaded.model

@@ -13,7 +13,7 @@ from colorize.engine.runtime import precision_label
 from colorize.errors import ColorizeError
 from colorize.models.base import gflop_per_image, parameter_count
 from colorize.models.saved import load_model
-from colorize.run_dir import BEST, METRICS, check_run_dir
+from colorize.run_dir import METRICS, check_run_dir, model_folder
 
 # Settings that do not change what a run learns: runs that differ only in these are seeds of one recipe.
 _NOT_THE_RECIPE = ("run.", "train.seed", "data.dir", "tracking.", "train.threads", "train.log_every")
@@ -49,7 +49,7 @@ def _spread(values: List[float], fmt: str) -> str:
 
 
 def _network(run_dir: Path, settings: dict, trust_code: bool) -> Dict[str, str]:
-    loaded = load_model(run_dir / BEST, trust_code=trust_code)
+    loaded = load_model(model_folder(run_dir), trust_code=trust_code)
     # settings that are off, and the bin head's with an ab head, say nothing of the network
     regression = settings.get("model.head", "ab") == "ab"
     shown = {k: v for k, v in settings.items() if k.startswith("model.") and k != "model.name"
@@ -74,7 +74,8 @@ def report_table(run_dirs: Sequence[Path], trust_code: bool = False) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for runs in groups.values():
         first_dir, settings, _ = runs[0]
-        row = {"recipe": _recipe_name([s["run.name"] for _, s, _ in runs]), **_network(first_dir, settings, trust_code)}
+        row = {"recipe": _recipe_name([s["run.name"] for _, s, _ in runs]),
+               **_network(first_dir, settings, trust_code)}
         for column, read, fmt in _FIGURES:
             try:
                 row[column] = _spread([read(m) for _, _, m in runs], fmt)

@@ -20,7 +20,7 @@ from colorize.models.base import Colorizer
 from colorize.models.head import BIN_CENTRES, set_temperature
 from colorize.models.registry import create_model
 from colorize.registry import MODELS
-from colorize.run_dir import BEST, METRICS, check_run_dir
+from colorize.run_dir import METRICS, check_run_dir, model_folder
 
 CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
 _LEGACY_CONFIG = "model.json"  # best/ of runs trained before config.json
@@ -156,7 +156,7 @@ def export_run(run_dir, out, replace: bool = False, trust_code: bool = False) ->
     card; ``replace``: overwrite an earlier export there."""
     run_dir, out = check_run_dir(run_dir), Path(out)
     _check_export_target(run_dir, out, replace)
-    loaded = load_model(run_dir / BEST, trust_code=trust_code)
+    loaded = load_model(model_folder(run_dir), trust_code=trust_code)
     metrics = json.loads((run_dir / METRICS).read_text()) if (run_dir / METRICS).is_file() else {}
     save_model(loaded.model, out, loaded.name, loaded.settings, loaded.classes, loaded.resolution,
                card=model_card(loaded, metrics))
