@@ -26,9 +26,10 @@ from colorize.run_dir import CONFIG, check_run_dir
 
 # The settings that take one of a few words, and those words.
 CHOICES: Dict[str, Tuple[str, ...]] = {
-    "data.loader": ("ffcv", "memory"),
+    "data.loader": ("auto", "ffcv", "memory"),
     "data.batch_size_scope": ("process", "global"),
     "train.mixed_precision": ("auto", "no", "fp32", "bf16", "fp16"),
+    "train.cuda_graphs": ("auto", "on", "off"),
     "tracking.backend": ("wandb", "none"),
     "tracking.mode": ("auto", "online", "offline", "disabled"),
 }
@@ -37,7 +38,7 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
 @dataclass
 class DataConfig:
     dir: str = "data/cifar10"  # made by `colorize prepare`
-    loader: str = "ffcv"  # ffcv | memory
+    loader: str = "auto"  # auto: memory where the split fits, else ffcv | ffcv | memory
     batch_size: int = 512
     batch_size_scope: str = "process"  # process: per process | global: split over processes
     hflip: bool = True  # random horizontal flip of training images
@@ -71,7 +72,8 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory layout for the convolutions (faster on CPU and GPU)
     sync_batchnorm: bool = False  # BatchNorm statistics over all processes (GPUs only)
     deterministic: bool = False  # deterministic algorithms (for exact resume on CUDA; slower)
-    compile: bool = False  # torch.compile the model (measured no faster here: see the README)
+    compile: bool = False  # torch.compile the model
+    cuda_graphs: str = "auto"  # auto | on: capture the training step in a CUDA graph where possible | off
     ema: float = 0.0  # decay of a moving average of the weights that is validated, saved and tested; 0: off
     checkpoint_every: int = 0  # optimizer steps between checkpoints of last/ within an epoch; 0: off
 

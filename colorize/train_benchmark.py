@@ -5,6 +5,8 @@
   one worker per core, fp32, and the report's network as its code ran it (the encoder run twice,
   a softmax before the cross-entropy);
 - ``fp32`` and, where the device computes it natively, ``bf16``: ``colorize train`` in one process;
+- ``eager`` and ``captured``, on a GPU: ``colorize train`` at ``auto`` precision in one process,
+  its step run eagerly (``train.cuda_graphs=off``) or captured in a CUDA graph (``on``);
 - ``make_train``: ``colorize train`` at ``auto`` precision in the process layout ``make train``
   uses (one process without GPUs, one process per GPU with them);
 - ``cpu_ddp``, without GPUs: the same in two DDP processes (``launch/cpu-ddp.yaml``), the layout
@@ -29,7 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from colorize.bench import PerItemLabDataset, machine_description, stored_rgb
+from colorize.bench import PerItemLabDataset, machine_description, stored_rgb, synchronize
 from colorize.color import normalize_l
 from colorize.config import DataConfig, load_config
 from colorize.data.loaders import build_loaders
@@ -110,23 +112,18 @@ def profile_step(data_dir: Path, batch_size: int, top: int, overrides: Sequence[
     return "\n".join(lines)
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def matmul_peak(dtype: torch.dtype, device: torch.device, size: int, rounds: int = 5, seconds: float = 0.2) -> float:
     """GFLOP/s of ``size`` x ``size`` matrix products in ``dtype``: the best of ``rounds`` rounds
     of ``seconds`` each (a peak, so a round slowed by anything else on the machine does not count)."""
     a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
     torch.mm(a, b)
-    _synchronize(device)
+    synchronize(device)
     best = 0.0
     for _ in range(rounds):
         runs, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             torch.mm(a, b)
-            _synchronize(device)
+            synchronize(device)
             runs += 1
         best = max(best, 2 * size ** 3 * runs / (time.perf_counter() - start) / 1e9)
     return best
@@ -150,7 +147,7 @@ def report_pipeline(data_dir: Path, steps: int, batch_size: int, device: torch.d
     images, wait = 0, 0.0
     for index in range(2 * steps):
         if index == steps:
-            _synchronize(device)
+            synchronize(device)
             start = time.perf_counter()
         waited = time.perf_counter()
         l, ab, label = (t.to(device) for t in next(batches))
@@ -161,9 +158,9 @@ def report_pipeline(data_dir: Path, steps: int, batch_size: int, device: torch.d
         optimizer.zero_grad(set_to_none=True)
         if index >= steps:
             images, wait = images + len(l), wait + waited
-    _synchronize(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
-    return {"precision": "fp32", "processes": 1, "images_per_s": images / seconds,
+    return {"precision": "fp32", "captured": False, "processes": 1, "images_per_s": images / seconds,
             "data_wait_fraction": wait / seconds,
             "gflop_per_image": gflop_per_image(ReportColorizer(len(manifest["classes"]), manifest["resolution"]),
                                                manifest["resolution"])}
@@ -182,7 +179,7 @@ def training_run(data_dir: Path, run_dir: Path, steps: int, batch_size: int, pre
         raise ColorizeError(f"the benchmark's training run failed: {' '.join(command)}\n{result.stderr[-3000:]}")
     metrics = json.loads((run_dir / METRICS).read_text())
     epoch = metrics["history"][1]["train"]
-    return {"precision": precision_label(metrics["mixed_precision"]),
+    return {"precision": precision_label(metrics["mixed_precision"]), "captured": metrics["cuda_graphs"],
             "processes": metrics["world_size"], "images_per_s": epoch["images_per_s"],
             "data_wait_fraction": epoch["data_wait_fraction"]}
 
@@ -198,17 +195,21 @@ def train_benchmark(data_dir: Path, steps: int = 16, batch_size: int = 512, skip
     native_bf16 = has_native_bf16(device.type == "cuda")
     print("timing the report's pipeline...", file=sys.stderr, flush=True)
     entries = {"report": report_pipeline(data_dir, steps, batch_size, device)}
-    runs = {"fp32": ("no", [sys.executable]), "bf16": ("bf16", [sys.executable]),
-            "make_train": ("auto", launch_command())}
+    one = [sys.executable]
+    runs = {"fp32": ("no", one, ()), "bf16": ("bf16", one, ())}
+    if device.type == "cuda":
+        runs |= {"eager": ("auto", one, ("train.cuda_graphs=off",)),
+                 "captured": ("auto", one, ("train.cuda_graphs=on",))}
+    runs["make_train"] = ("auto", launch_command(), ())
     if device.type == "cpu":
-        runs["cpu_ddp"] = ("auto", accelerate_launch("cpu-ddp.yaml"))
+        runs["cpu_ddp"] = ("auto", accelerate_launch("cpu-ddp.yaml"), ())
     skip = set(skip) | (set() if native_bf16 else {"bf16"})
     runs = {name: run for name, run in runs.items() if name not in skip}
     with tempfile.TemporaryDirectory(prefix="colorize-bench-") as scratch:
-        for name, (precision, launcher) in runs.items():
+        for name, (precision, launcher, settings) in runs.items():
             print(f"timing {name}...", file=sys.stderr, flush=True)
             entries[name] = training_run(data_dir, Path(scratch) / name, steps, batch_size, precision, launcher,
-                                         overrides)
+                                         [*overrides, *settings])
     ours = gflop_per_image(recipe_model(config, manifest, data_prior(config, manifest, data_dir)),
                            manifest["resolution"])
     # emulated bf16 is so slow that products of 512 x 512 show its rate in reasonable time
@@ -227,10 +228,11 @@ def train_benchmark(data_dir: Path, steps: int = 16, batch_size: int = 512, skip
 def format_train_table(result: Dict) -> str:
     entries = result["entries"]
     base = entries["report"]["images_per_s"]
-    lines = [f"{'entry':<12}{'precision':>10}{'processes':>10}{'images/s':>10}{'vs report':>10}"
+    lines = [f"{'entry':<12}{'precision':>10}{'step':>9}{'processes':>10}{'images/s':>10}{'vs report':>10}"
              f"{'GFLOP/img':>10}{'GFLOP/s':>9}{'of peak':>9}{'data wait':>10}"]
     for name, e in entries.items():
-        lines.append(f"{name:<12}{e['precision']:>10}{e['processes']:>10}{e['images_per_s']:>10,.0f}"
+        step = "captured" if e["captured"] else "eager"
+        lines.append(f"{name:<12}{e['precision']:>10}{step:>9}{e['processes']:>10}{e['images_per_s']:>10,.0f}"
                      f"{e['images_per_s'] / base:>9.2f}x{e['gflop_per_image']:>10.3f}{e['gflop_per_s']:>9.0f}"
                      f"{e['utilization']:>8.0%} {e['data_wait_fraction']:>9.1%}")
     peaks = result["matmul_peak_gflop_per_s"]

@@ -62,7 +62,7 @@ def test_booleans_numbers_and_null_are_typed_by_the_setting(tmp_path, key, text,
 @pytest.mark.parametrize("overrides, message", [
     (["optim.lrr=0.1"], "unknown setting 'optim.lrr'.*did you mean optim.lr"),
     (["train.epochs=ten"], "bad value for 'train.epochs'"),
-    (["data.loader=disk"], "data.loader must be one of ffcv, memory"),
+    (["data.loader=disk"], "data.loader must be one of auto, ffcv, memory"),
     (["train.mixed_precision=fp8"], "train.mixed_precision must be one of"),
     (["data.batch_size=0"], "data.batch_size must be positive"),
     (["loss.name=bins_class", "loss.rebalance_mix=0"], r"loss.rebalance_mix must be in \(0, 1\]"),

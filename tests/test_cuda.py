@@ -1,5 +1,6 @@
-"""The training step on a CUDA GPU: precision chosen from the GPU, deterministic training and
-SyncBatchNorm. Skipped without a GPU; the data are tensors on the device (no FFCV needed)."""
+"""The training step on a CUDA GPU: precision chosen from the GPU, deterministic training,
+SyncBatchNorm, the step captured in a CUDA graph, and batches staged through pinned memory.
+Skipped without a GPU; the training data are tensors on the device."""
 import pytest
 import torch
 from accelerate.utils import set_seed
@@ -51,3 +52,60 @@ def test_sync_batchnorm_trains(tmp_path):
     _, values, _, model = train_one_epoch(tmp_path, "train.sync_batchnorm=true", "train.grad_accum=3")
     assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
     assert values["samples_seen_once"] == 512
+
+
+def test_a_captured_step_trains_as_the_eager_one(tmp_path):
+    """The step captured in a CUDA graph (weight average and schedule included) gives the eager
+    step's weights within bf16 rounding, and its losses."""
+    settings = ("train.ema=0.99", "schedule.name=cosine")
+    _, eager_values, eager, eager_model = train_one_epoch(tmp_path / "eager", "train.cuda_graphs=off", *settings)
+    _, values, captured, model = train_one_epoch(tmp_path / "captured", "train.cuda_graphs=on", *settings)
+    assert values["samples_seen_once"] == 512
+    assert abs(values["loss"] - eager_values["loss"]) < 0.02 * abs(eager_values["loss"])
+    for name, tensor in eager.items():
+        if tensor.is_floating_point():
+            torch.testing.assert_close(captured[name], tensor, rtol=0.05, atol=0.02, msg=name)
+        else:
+            assert torch.equal(captured[name], tensor), name
+
+
+def test_a_step_that_cannot_be_captured_trains_eagerly(tmp_path, capsys, monkeypatch):
+    from colorize import losses
+
+    original = losses.HuberClassLoss.__call__
+
+    def synchronising(self, prediction, batch):
+        parts = original(self, prediction, batch)
+        parts["total"].item()  # a host wait: not allowed while capturing
+        return parts
+
+    monkeypatch.setattr(losses.HuberClassLoss, "__call__", synchronising)
+    _, values, _, _ = train_one_epoch(tmp_path, "train.cuda_graphs=on")
+    assert "cannot be captured in a CUDA graph" in capsys.readouterr().out
+    assert values["samples_seen_once"] == 512
+
+
+def test_pinned_staging_delivers_every_batch_intact():
+    from colorize.data.staging import PinnedStaging
+
+    staging, host, delivered = PinnedStaging(torch.device("cuda"), slots=2), torch.empty(256, 3), []
+    for value in range(20):
+        host.fill_(value)  # the source changes as soon as a batch is handed over, as FFCV's buffers do
+        delivered.append(staging((host,))[0] * 1)
+    torch.cuda.synchronize()
+    assert [int(batch.unique().item()) for batch in delivered] == list(range(20))
+
+
+def test_ffcv_batches_on_the_gpu_equal_the_memory_loaders(small_dir):
+    from colorize.config import DataConfig
+    from colorize.data.loaders import build_loaders
+
+    def batches(kind):
+        loader = build_loaders(DataConfig(dir=str(small_dir), loader=kind, batch_size=16, shift=2),
+                               device=torch.device("cuda"), splits=("train",))["train"]
+        loader.set_epoch(1)
+        return [(batch.l.cpu(), batch.ab.cpu(), batch.label.cpu()) for batch in loader]
+
+    for ffcv, memory in zip(batches("ffcv"), batches("memory"), strict=True):
+        for a, b in zip(ffcv, memory):
+            assert torch.equal(a, b)

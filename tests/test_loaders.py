@@ -164,3 +164,14 @@ def test_the_memory_loader_refuses_a_split_larger_than_the_free_memory(small_dir
                                           r"use data.loader=ffcv"):
         build_loaders(DataConfig(dir=str(small_dir), loader="memory"), splits=("train",))
     assert loader_module.free_memory(torch.device("cpu")) > 0
+
+
+@pytest.mark.parametrize("free_mib, local_processes, kind", [(64, "1", "MemoryLoader"), (2, "1", "FfcvLoader"),
+                                                              (4, "2", "FfcvLoader")])
+def test_auto_holds_a_split_in_memory_only_where_it_fits(small_dir, monkeypatch, free_mib, local_processes, kind):
+    """The 108 training images take 1.3 MiB: auto holds them in memory where that is at most half of
+    the free memory (on the host, shared by this machine's processes), and reads FFCV otherwise."""
+    monkeypatch.setattr(loader_module, "free_memory", lambda device: free_mib * 2**20)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", local_processes)
+    loader = build_loaders(DataConfig(dir=str(small_dir), loader="auto"), splits=("train",))["train"]
+    assert type(loader).__name__ == kind

@@ -105,8 +105,9 @@ def test_auto_chooses_fp32_when_the_cpu_kernels_are_limited_to_avx2(cifar_dir, t
     result = run_cli("train", "--config", REPO / "configs" / "smoke.yaml", f"data.dir={cifar_dir}",
                      f"run.dir={run_dir}", "train.epochs=1", "data.train_limit=256", env=AVX2_ONLY)
     assert "precision: fp32 (auto: the CPU (AVX2) has no native bf16" in result.stdout
+    assert "step eager (no CUDA device)" in result.stdout
     metrics = metrics_of(run_dir)
-    assert metrics["mixed_precision"] == "no" and metrics["cpu"] == "AVX2"
+    assert metrics["mixed_precision"] == "no" and metrics["cpu"] == "AVX2" and metrics["cuda_graphs"] is False
     assert metrics["history"][0]["train"]["images"] == 256
 
 

@@ -1,6 +1,6 @@
 """Loaders of prepared splits: batches of (L, ab, label) on the training device.
 
-Two interchangeable kinds, chosen by ``data.loader``:
+Two interchangeable kinds, chosen by ``data.loader`` (``auto``: :func:`loader_kind`):
 
 - ``ffcv``: FFCV reads the ``.beton`` file (random order for train, sequential for eval,
   ``distributed=True`` under several processes);
@@ -12,6 +12,7 @@ batch says which samples are the duplicates that distributed sampling pads with,
 can count every sample exactly once.
 """
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, Sequence, Tuple
@@ -23,6 +24,7 @@ from torch.utils.data import DistributedSampler
 from colorize.config import ConfigError, DataConfig
 from colorize.data import manifest as mf
 from colorize.data.augment import Augmentation
+from colorize.data.staging import PinnedStaging
 from colorize.data.threads import keep_torch_threads
 
 
@@ -110,6 +112,10 @@ class SplitLoader:
         """(lab in storage dtype, label, index) batches, in this epoch's order."""
         raise NotImplementedError
 
+    def _on_device(self, tensors: Tuple[torch.Tensor, ...]) -> Tuple[torch.Tensor, ...]:
+        """A raw batch on the training device."""
+        return tuple(tensor.to(self.spec.device, non_blocking=True) for tensor in tensors)
+
     def __iter__(self) -> Iterator[Batch]:
         spec = self.spec
         augment = (Augmentation(spec.hflip, spec.shift, spec.seed, self.epoch, spec.rank, spec.device)
@@ -117,8 +123,9 @@ class SplitLoader:
         if augment is not None:
             augment.skip(self.first_batch, spec.batch_size)
         start = self.first_batch * spec.batch_size
-        for lab, label, index in self._raw_batches():
-            lab = decode_lab(lab.to(spec.device, non_blocking=True), spec.storage_dtype)
+        for raw in self._raw_batches():
+            lab, label, index = self._on_device(raw)
+            lab = decode_lab(lab, spec.storage_dtype)
             if augment is not None:
                 lab = augment(lab)
             positions = torch.arange(start, start + len(lab), device=spec.device)
@@ -126,8 +133,8 @@ class SplitLoader:
             yield Batch(
                 l=lab[:, :1],
                 ab=lab[:, 1:],
-                label=label.to(spec.device, non_blocking=True).view(-1),
-                index=index.to(spec.device, non_blocking=True).view(-1),
+                label=label.view(-1),
+                index=index.view(-1),
                 valid=positions < self._real,
             )
 
@@ -159,24 +166,25 @@ def _ffcv_loader(spec: LoaderSpec, batch_size: int, order: str, distributed: boo
 
 class FfcvLoader(SplitLoader):
     """Reads the split's ``.beton`` file with FFCV, batch by batch: the positions of FFCV's own
-    order of the epoch (as ``ffcv.loader.Loader`` iterates them) that the iteration visits."""
+    order of the epoch (as ``ffcv.loader.Loader`` iterates them) that the iteration visits.
+    On a GPU, batches go to it through pinned buffers (:class:`PinnedStaging`): FFCV refills
+    its own buffers as soon as the next batch is asked for."""
 
     def __init__(self, spec: LoaderSpec):
         super().__init__(spec)
         order = "RANDOM" if spec.train else "SEQUENTIAL"
         self.loader = _ffcv_loader(spec, spec.batch_size, order, spec.world > 1, spec.train)
+        self.staging = PinnedStaging(spec.device) if spec.device.type == "cuda" else None
 
     def _raw_batches(self):
         from ffcv.loader.epoch_iterator import EpochIterator
 
         order = self._visited(self.loader.traversal_order.sample_order(self.epoch))
         with keep_torch_threads():
-            batches = EpochIterator(self.loader, order)
-        if self.spec.device.type == "cpu":
-            return batches
-        # FFCV refills its pinned buffers when the next batch is asked for, possibly while an
-        # asynchronous copy to the device still reads them: copy each batch out of them first
-        return (tuple(t.clone() for t in batch) for batch in batches)
+            return EpochIterator(self.loader, order)
+
+    def _on_device(self, tensors):
+        return tensors if self.staging is None else self.staging(tensors)
 
 
 class TensorLoader(SplitLoader):
@@ -229,7 +237,27 @@ class MemoryLoader(TensorLoader):
         super().__init__(spec, torch.cat(labs).to(spec.device), torch.cat(labels).to(spec.device))
 
 
-LOADERS = {"ffcv": FfcvLoader, "memory": MemoryLoader}  # the names config.CHOICES["data.loader"] allows
+LOADERS = {"ffcv": FfcvLoader, "memory": MemoryLoader}  # config.CHOICES["data.loader"] adds auto
+AUTO_MEMORY_SHARE = 0.5  # data.loader=auto holds a split in memory if it takes at most this share of what is free
+
+
+def _split_bytes(manifest: dict, count: int) -> int:
+    """Bytes a split of ``count`` samples takes in memory: LAB in its storage dtype, and labels."""
+    lab = 3 * manifest["resolution"] ** 2 * np.dtype(manifest["dtype"]).itemsize
+    return count * (lab + np.dtype(np.int64).itemsize)
+
+
+def loader_kind(requested: str, device: torch.device, manifest: dict, count: int) -> str:
+    """``data.loader`` for a split of ``count`` samples: ``auto`` is the in-memory loader where
+    the split fits in its share of the device's free memory (on the host, shared by this machine's
+    processes), as it is the fastest on GPUs and CPUs alike (``colorize bench loader``), and FFCV
+    otherwise."""
+    if requested != "auto":
+        return requested
+    free = free_memory(device)
+    if device.type == "cpu":
+        free //= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return "memory" if _split_bytes(manifest, count) <= AUTO_MEMORY_SHARE * free else "ffcv"
 
 
 def per_process_batch_size(data: DataConfig, world: int) -> int:
@@ -277,5 +305,5 @@ def build_loaders(data: DataConfig, *, seed: int = 0, rank: int = 0, world: int 
             num_workers=data.num_workers,
             os_cache=data.os_cache,
         )
-        loaders[split] = LOADERS[data.loader](spec)
+        loaders[split] = LOADERS[loader_kind(data.loader, device, manifest, spec.count)](spec)
     return loaders

@@ -11,13 +11,12 @@ metrics of the best model. Everything a run produces lands in its run directory
 (:mod:`colorize.engine.checkpoint`). Each run leaves the process as it found it
 (:func:`colorize.engine.runtime.run_scope`), so many can run one after another in one process.
 """
-import contextlib
 import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from accelerate import Accelerator
@@ -33,6 +32,8 @@ from colorize.engine.early_stopping import EarlyStopping
 from colorize.engine.evaluate import evaluate
 from colorize.engine.runtime import (Precision, cpu_description, create_accelerator, parameter_checksums,
                                      precision_label, run_scope, sync_batchnorm, sync_buffers)
+from colorize.engine.step import (StepMode, learning_rate_now, plain_learning_rates, resolve_cuda_graphs,
+                                  step_runner)
 from colorize.engine.visuals import EpochVisuals
 from colorize.engine.weight_average import WeightAverage
 from colorize.errors import ColorizeError
@@ -105,6 +106,12 @@ class Training:
     state: TrainState
     effective_batch: int
     average: Optional[WeightAverage]  # with train.ema
+    step_mode: StepMode
+    step: Optional[Callable] = None  # (batch, group size, whether the optimizer steps) -> loss parts; set by build
+
+    def __post_init__(self):
+        if self.step is None:
+            self.step = step_runner(self)
 
     @property
     def plain_model(self) -> Colorizer:
@@ -197,16 +204,6 @@ def _accumulation_groups(batches: int, accum: int, first: int = 0):
         yield index, end - start, index + 1 == end
 
 
-def _optimizer_step(training: Training) -> None:
-    training.optimizer.step()
-    if not getattr(training.optimizer, "step_was_skipped", False):  # fp16: skipped on overflow
-        training.schedule.step()
-        if training.average is not None:
-            training.average.update(training.plain_model)
-    training.optimizer.optimizer.zero_grad(set_to_none=True)  # the wrapped one: Accelerate's reads a signature
-    training.state.step += 1
-
-
 class _EpochSums:
     """One process's running sums of an epoch: its losses (``total``), those since the last log
     line (``window``), and how often each sample was trained on. A resumed epoch's sums go on, in
@@ -265,18 +262,14 @@ def train_epoch(training: Training, epoch: int) -> Dict[str, float]:
         waited = time.perf_counter()
         batch = next(batches)
         waited = time.perf_counter() - waited
-        with contextlib.nullcontext() if steps else accelerator.no_sync(model):
-            losses = training.loss(model(batch.l), batch)
-            accelerator.backward(losses["total"] / group_size)
-        if steps:
-            _optimizer_step(training)
+        losses = training.step(batch, group_size, steps)
         sums.add(batch, losses, waited)
         bar.update()
         if (index + 1) % config.train.log_every == 0 or index + 1 == len(loader):
             values = sums.window.read(accelerator)
             _check_finite(values, epoch + 1, state.step, config.run.path)
             accelerator.log({f"train/{k}": v for k, v in values.items() if k not in ("images", "seconds")}
-                            | {"train/lr": training.optimizer.param_groups[0]["lr"], "epoch": epoch + 1},
+                            | {"train/lr": learning_rate_now(training.optimizer), "epoch": epoch + 1},
                             step=state.step)
             bar.set_postfix(loss=f"{values['loss']:.3f}", img_s=f"{values['images_per_s']:.0f}")
             sums.window = _Window(accelerator.device)
@@ -284,8 +277,7 @@ def train_epoch(training: Training, epoch: int) -> Dict[str, float]:
         if steps and every and state.step % every == 0 and index + 1 < len(loader):
             _save_within_epoch(training, sums, index + 1)
     bar.close()
-    lr = training.optimizer.param_groups[0]["lr"]
-    return sums.total.read(accelerator) | sums.coverage(accelerator) | {"lr": lr}
+    return sums.total.read(accelerator) | sums.coverage(accelerator) | {"lr": learning_rate_now(training.optimizer)}
 
 
 # --- build ---------------------------------------------------------------------------------------
@@ -357,8 +349,10 @@ def build(config: Config, accelerator: Accelerator, precision: Precision,
     state = TrainState(EarlyStopping(config.train.patience, config.train.min_delta))
     average = WeightAverage(accelerator.unwrap_model(model), config.train.ema) if config.train.ema else None
     batch = effective_batch(per_process_batch_size(config.data, world), world, config.train.grad_accum)
+    step_mode = resolve_cuda_graphs(config.train.cuda_graphs, accelerator.device, world, precision.name,
+                                    config.train.grad_accum, config.train.compile)
     return Training(config, accelerator, precision, manifest, loaders, model, optimizer, schedule,
-                    build_loss(config, prior, accelerator.device), state, batch, average)
+                    build_loss(config, prior, accelerator.device), state, batch, average, step_mode)
 
 
 # --- resume --------------------------------------------------------------------------------------
@@ -368,7 +362,7 @@ def build(config: Config, accelerator: Accelerator, precision: Precision,
 # other setting defines the run (what it learns from and in which order) and must stay.
 _FREE_ON_RESUME = ("run.", "tracking.", "train.epochs", "train.patience", "train.min_delta", "train.log_every",
                    "train.threads", "train.checkpoint_every", "train.mixed_precision", "train.channels_last",
-                   "train.compile", "train.deterministic", "data.dir", "data.loader", "data.num_workers",
+                   "train.compile", "train.cuda_graphs", "train.deterministic", "data.dir", "data.loader", "data.num_workers",
                    "data.os_cache", "optim.lr")
 
 
@@ -426,6 +420,7 @@ def resume(training: Training, previous: Config) -> bool:
         _say_recovered(run_dir, checkpoint.recover_last(run_dir))
     accelerator.wait_for_everyone()
     checkpoint.load_last(accelerator, run_dir, training.checkpointed)
+    plain_learning_rates(training.optimizer.optimizer)  # a captured run saved them in tensors
     if accelerator.is_main_process:
         _say_recovered(run_dir, checkpoint.recover_best(run_dir, state.early_stopping.best_epoch))
     going_on, message = _resume_plan(previous, training.config, state, len(training.loaders["train"]))
@@ -450,6 +445,7 @@ def _write_metrics(training: Training, test: Optional[dict] = None) -> dict:
         "effective_batch_size": training.effective_batch,
         "mixed_precision": precision.name,
         "mixed_precision_reason": precision.reason,
+        "cuda_graphs": training.step_mode.captured,
         "device": str(accelerator.device),
         "cpu": cpu_description(),
         "torch_threads": torch.get_num_threads(),
@@ -565,8 +561,10 @@ def _train(config: Config, previous: Optional[Config], accelerator: Accelerator,
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / CONFIG)
+    mode = training.step_mode
     accelerator.print(f"precision: {precision_label(precision.name)} ({precision.reason}); "
-                      f"{training.effective_batch} images per optimizer step")
+                      f"{training.effective_batch} images per optimizer step; step "
+                      f"{'captured in a CUDA graph' if mode.captured else 'eager'} ({mode.reason})")
     tracker = RunTracker(config, tracking, accelerator, run_dir, training.state.tracking_id)
     training.state.tracking_id = tracker.run_id
     visuals = EpochVisuals(config, manifest["classes"], accelerator, tracker, loaders["val"]) \

@@ -6,7 +6,8 @@ saved in ``last/``.
 The first update copies the model; each later one sets average = decay x average +
 (1 - decay) x model for every floating-point parameter and buffer, in one foreach launch.
 Integer buffers (BatchNorm's ``num_batches_tracked``) are copied. The update count lives on
-the model's device, so an update never waits for the host.
+the model's device and whether the average has begun on the host, so an update never waits
+for either (and can be captured in a CUDA graph).
 """
 import copy
 import itertools
@@ -33,13 +34,17 @@ class WeightAverage:
         self.decay = decay
         self.model = copy.deepcopy(model).requires_grad_(False)
         self.count = torch.zeros((), dtype=torch.long, device=next(model.parameters()).device)
+        self.begun = False  # whether an update has happened: the next one averages, not copies
         self._floats, self._integers = _floats_and_integers(self.model)  # updated in place, never replaced
 
     @torch.no_grad()
     def update(self, model: Colorizer) -> None:
         current, current_integers = _floats_and_integers(model)
-        weight = torch.where(self.count == 0, 1.0, 1 - self.decay)  # 1: the first update copies
-        torch._foreach_lerp_(self._floats, current, weight)
+        if self.begun:
+            torch._foreach_lerp_(self._floats, current, 1 - self.decay)
+        else:
+            torch._foreach_copy_(self._floats, current)
+            self.begun = True
         if self._integers:
             torch._foreach_copy_(self._integers, current_integers)
         self.count += 1
@@ -53,3 +58,4 @@ class WeightAverage:
         self.model.load_state_dict({name.removeprefix(MODULE): tensor for name, tensor in state.items()
                                     if name != COUNT})
         self.count.copy_(state[COUNT])
+        self.begun = bool(state[COUNT])  # saved on the CPU
