@@ -38,9 +38,13 @@ def _evaluate(args) -> int:
         return 0
     if args.json:
         print(json.dumps(metrics, indent=2))
-    else:
-        for name, value in metrics.items():
-            print(f"{name:<20}{value:.4f}" if isinstance(value, float) else f"{name:<20}{value}")
+        return 0
+    per_class = metrics.pop("per_class")
+    for name, value in metrics.items():
+        print(f"{name:<20}{value:.4f}" if isinstance(value, float) else f"{name:<20}{value}")
+    print(f"\n{'class':<20}{'ab L1':>8}{'colourfulness':>15}{'images':>8}")
+    for name, figures in per_class.items():
+        print(f"{name:<20}{figures['ab_l1']:>8.3f}{figures['colorfulness_ratio']:>15.3f}{figures['images']:>8}")
     return 0
 
 
@@ -64,9 +68,13 @@ def _export(args) -> int:
 
 
 def _report(args) -> int:
-    from colorize.report import report_table
+    from colorize.report import per_class_table, plot_frontier, report_table
 
-    print(report_table([Path(d) for d in args.run_dirs], args.trust_code))
+    run_dirs = [Path(d) for d in args.run_dirs]
+    print((per_class_table if args.per_class else report_table)(run_dirs, args.trust_code))
+    if args.plot:
+        plot_frontier(run_dirs, Path(args.plot), args.trust_code)
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -183,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="run directories as a Markdown results table")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                         help="runs of one recipe that differ only in train.seed become one row")
+    report.add_argument("--per-class", action="store_true",
+                        help="instead, each class's test ab L1 and colourfulness ratio per recipe")
+    report.add_argument("--plot", metavar="FILE",
+                        help="also draw test colourfulness ratio against test ab L1 (a PNG)")
     report.add_argument("--trust-code", action="store_true", help=_TRUST_CODE_HELP)
     report.set_defaults(run=_report)
 
@@ -215,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--data", required=True, help="a prepared directory")
     training.add_argument("--steps", type=int, default=16, help="timed batches per entry, after as many warm-up ones")
     training.add_argument("--batch-size", type=int, default=512)
-    training.add_argument("--skip", nargs="+", default=[], choices=("fp32", "bf16", "make_train", "cpu_ddp"),
+    training.add_argument("--skip", nargs="+", default=[], choices=("fp32", "bf16", "eager", "captured", "make_train", "cpu_ddp"),
                           help="entries to leave out (the report's pipeline is the baseline of the others)")
     training.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                           help="settings for the colorize train entries, e.g. train.compile=true")

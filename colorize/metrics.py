@@ -9,15 +9,19 @@ sums are added across processes before dividing.
   colourfulness (Hasler and Suesstrunk 2003) of predicted and original images;
 - ``ab_auc``: area under the curve of the share of pixels whose ab error (Euclidean, in ab
   units) is at most t, for t from 0 to 150, normalised to [0, 1] (Zhang et al. 2016);
-- ``accuracy``: top-1 class accuracy (NaN for a network without a class head).
+- ``accuracy``: top-1 class accuracy (NaN for a network without a class head);
+- ``per_class``, when the class names are given: ``ab_l1``, ``colorfulness_ratio`` and ``images``
+  of each class's images, by class name.
 """
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
 from colorize.color import join_lab, lab_to_rgb
 
 _SUMS = ("ab_abs", "ab_values", "psnr", "colorfulness_pred", "colorfulness_true", "correct", "images")
+_PER_CLASS = [_SUMS.index(name) for name in ("ab_abs", "ab_values", "colorfulness_pred", "colorfulness_true",
+                                             "images")]
 AUC_THRESHOLDS = 151  # t = 0, 1, ..., 150 ab units
 
 
@@ -45,23 +49,33 @@ def psnr(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1 / mse.clamp_min(1e-10))
 
 
-class MetricSums:
-    """Running float64 sums of one process, computed in float32 and higher whatever autocast
-    is active; ``compute`` reduces them and divides."""
+def _ratio(pred: float, true: float) -> float:
+    return pred / true if true else 0.0
 
-    def __init__(self, device: torch.device):
+
+class MetricSums:
+    """Running float64 sums of one process (and of each of ``classes``, if given), computed in
+    float32 and higher whatever autocast is active; ``compute`` reduces them and divides."""
+
+    def __init__(self, device: torch.device, classes: Optional[Sequence[str]] = None):
+        self.classes = list(classes or [])
         self.sums = torch.zeros(len(_SUMS) + AUC_THRESHOLDS, dtype=torch.float64, device=device)
+        self.class_sums = torch.zeros(len(self.classes), len(_PER_CLASS), dtype=torch.float64, device=device)
 
     def update(self, l: torch.Tensor, ab_pred: torch.Tensor, ab_true: torch.Tensor,
                logits: Optional[torch.Tensor], labels: torch.Tensor, valid: Optional[torch.Tensor] = None) -> None:
         """Add a batch; samples where ``valid`` is False (padding) count for nothing. Nothing
         here waits for the device."""
+        weight = torch.ones_like(labels, dtype=torch.float64) if valid is None else valid.double()
         with torch.autocast(l.device.type, enabled=False):
-            self.sums += self._batch_sums(l.float(), ab_pred.float(), ab_true.float(), logits, labels, valid)
+            per_image = self._per_image(l.float(), ab_pred.float(), ab_true.float(), logits, labels, weight)
+        self.sums += per_image @ weight
+        if self.classes:
+            self.class_sums.index_add_(0, labels, (per_image[_PER_CLASS] * weight).T)
 
     @staticmethod
-    def _batch_sums(l, ab_pred, ab_true, logits, labels, valid) -> torch.Tensor:
-        weight = torch.ones_like(labels, dtype=torch.float64) if valid is None else valid.double()
+    def _per_image(l, ab_pred, ab_true, logits, labels, weight) -> torch.Tensor:
+        """(len(_SUMS) + AUC_THRESHOLDS, N): each figure of each image."""
         rgb_pred, rgb_true = lab_to_rgb(join_lab(l, ab_pred)), lab_to_rgb(join_lab(l, ab_true))
         per_image = torch.stack((
             (ab_pred - ab_true).abs().flatten(1).sum(dim=1, dtype=torch.float64),
@@ -72,7 +86,7 @@ class MetricSums:
             (logits.argmax(dim=1) == labels).double() if logits is not None else torch.full_like(weight, torch.nan),
             torch.ones_like(weight),
         ))
-        return torch.cat((per_image, pixels_within(ab_pred, ab_true).T)) @ weight
+        return torch.cat((per_image, pixels_within(ab_pred, ab_true).T))
 
     def compute(self, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> Dict[str, float]:
         """The metrics over every process; ``reduce`` sums a tensor across processes."""
@@ -81,13 +95,19 @@ class MetricSums:
         images = max(total["images"], 1)
         pixels = max(total["ab_values"] / 2, 1)
         pred, true = total["colorfulness_pred"] / images, total["colorfulness_true"] / images
-        return {
+        metrics = {
             "ab_l1": total["ab_abs"] / max(total["ab_values"], 1),
             "psnr": total["psnr"] / images,
             "colorfulness_pred": pred,
             "colorfulness_true": true,
-            "colorfulness_ratio": pred / true if true else 0.0,
+            "colorfulness_ratio": _ratio(pred, true),
             "ab_auc": (sums[len(_SUMS):] / pixels).mean().item(),
             "accuracy": total["correct"] / images,
             "images": int(total["images"]),
         }
+        if self.classes:
+            metrics["per_class"] = {name: {"ab_l1": ab_abs / max(values, 1), "colorfulness_ratio": _ratio(pred, true),
+                                           "images": int(count)}
+                                    for name, (ab_abs, values, pred, true, count)
+                                    in zip(self.classes, reduce(self.class_sums.clone()).tolist())}
+        return metrics

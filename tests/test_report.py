@@ -46,6 +46,42 @@ def test_seeds_of_a_recipe_are_one_row_with_mean_and_spread(tiny_runs):
     assert int(wider["parameters"].replace(",", "")) > int(tiny["parameters"].replace(",", ""))
 
 
+def test_the_test_metrics_hold_each_classs_figures_which_add_up_to_the_whole(tiny_runs):
+    test = tiny_runs[1]["tiny-s0"]["test"]
+    per_class = test["per_class"]
+    assert len(per_class) == 10 and sum(c["images"] for c in per_class.values()) == test["images"] == 128
+    weighted = sum(c["ab_l1"] * c["images"] for c in per_class.values()) / test["images"]
+    assert weighted == pytest.approx(test["ab_l1"], rel=1e-9)
+    assert len({round(c["ab_l1"], 6) for c in per_class.values()}) > 1
+
+
+def test_the_per_class_table_has_a_row_per_class_and_columns_per_recipe(tiny_runs):
+    root, metrics = tiny_runs
+    table = run_cli("report", "--per-class", root / "tiny-s0", root / "tiny-s1", root / "wider").stdout.splitlines()
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    assert header == ["class", "tiny: ab L1", "tiny: colourfulness", "wider: ab L1", "wider: colourfulness"]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
+    assert len(rows) == 10
+    seeds = [metrics[f"tiny-s{seed}"]["test"]["per_class"] for seed in (0, 1)]
+    hardest = max(seeds[0], key=lambda name: statistics.mean(s[name]["ab_l1"] for s in seeds))
+    assert rows[0][0] == hardest
+    l1 = [s[hardest]["ab_l1"] for s in seeds]
+    assert rows[0][1] == f"{statistics.mean(l1):.3f} +- {statistics.stdev(l1):.3f}"
+    assert rows[0][3] == f"{metrics['wider']['test']['per_class'][hardest]['ab_l1']:.3f}"
+
+
+def test_the_frontier_plot_is_written(tiny_runs, tmp_path):
+    root, _ = tiny_runs
+    out = tmp_path / "plots" / "frontier.png"
+    result = run_cli("report", root / "tiny-s0", root / "tiny-s1", root / "wider", "--plot", out)
+    assert f"wrote {out}" in result.stdout and "| tiny |" in result.stdout
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.width > 500
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
+    assert colours is not None and len(colours) > 20  # axes, labels and coloured markers, not a blank page
+    assert list(out.parent.iterdir()) == [out]  # no temporary left beside it
+
+
 def test_a_run_without_test_metrics_is_named(tmp_path):
     run = tmp_path / "unfinished"
     run.mkdir()

@@ -1,6 +1,6 @@
 """Evaluation: metrics of a model over a split, exact over any number of processes."""
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -16,11 +16,13 @@ from colorize.run_dir import model_folder
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: SplitLoader, accelerator: Accelerator) -> Dict[str, float]:
-    """Metrics of ``model`` (not DDP-wrapped) over ``loader``'s split, summed over processes."""
+def evaluate(model: nn.Module, loader: SplitLoader, accelerator: Accelerator,
+             classes: Optional[Sequence[str]] = None) -> Dict[str, float]:
+    """Metrics of ``model`` (not DDP-wrapped) over ``loader``'s split, summed over processes;
+    with ``classes`` (the split's class names), each class's too."""
     was_training = model.training
     model.eval()
-    sums = MetricSums(accelerator.device)
+    sums = MetricSums(accelerator.device, classes)
     for batch in loader:
         with accelerator.autocast():
             prediction = model(batch.l)
@@ -57,4 +59,4 @@ def _evaluate_split(config: Config, run_dir: Path, split: str, temperature: Opti
         raise ConfigError(f"{config.data.dir} has classes {classes}, but {run_dir} was trained on {loaded.classes}")
     loader = build_loaders(config.data, rank=accelerator.process_index, world=accelerator.num_processes,
                            device=accelerator.device, splits=(split,), train_split_for_training=False)[split]
-    return {**evaluate(loaded.model, loader, accelerator), "split": split, "processes": accelerator.num_processes}
+    return {**evaluate(loaded.model, loader, accelerator, classes), "split": split, "processes": accelerator.num_processes}

@@ -516,7 +516,7 @@ def test(training: Training, tracker: RunTracker, visuals: Optional[EpochVisuals
     accelerator = training.accelerator
     accelerator.wait_for_everyone()
     best = load_model(training.config.run.path / BEST, accelerator.device).model
-    values = evaluate(best, training.loaders["test"], accelerator)
+    values = evaluate(best, training.loaders["test"], accelerator, training.manifest["classes"])
     metrics = None
     if accelerator.is_main_process:
         metrics = _write_metrics(training, values)
@@ -525,7 +525,7 @@ def test(training: Training, tracker: RunTracker, visuals: Optional[EpochVisuals
             print(f"no epoch reached train.min_colorfulness {floor} on val: the best is the epoch of lowest "
                   "val ab L1 of all")
         print(f"test of best epoch {early.best_epoch}: " + _format(values))
-        tracker.summarize({f"test/{k}": v for k, v in values.items()})
+        tracker.summarize({f"test/{k}": v for k, v in values.items() if k != "per_class"})
         visuals.test_table(best, training.loaders["test"], training.state.step)
     return metrics
 
