@@ -1,6 +1,6 @@
 # colorize: `make test` sets everything up from nothing and runs the tests; `make train` runs
 # the reference recipe on the hardware present (all GPUs, one process each, or one CPU process
-# using every core: `python -m colorize.launch` prints the command).
+# using every core: `python -m colorize.commands.launch` prints the command).
 # Variables: PYTHON, VENV, DATA (a --data source), DATA_DIR, CONFIG, TRAIN_ARGS, PYTEST_ARGS,
 # TEST_WORKERS (pytest processes side by side: each test spends seconds importing FFCV alone;
 # the tests of a module marked xdist_group share one worker, and so its module fixtures).
@@ -19,7 +19,7 @@ PKG_CONFIG_NAMES := opencv4 libturbojpeg
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-packages test test-fast prepare train bench clean
+.PHONY: setup system-packages lint test test-fast prepare train bench clean
 
 setup: $(STAMP)
 
@@ -45,17 +45,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
-test: setup
+lint: setup
+	$(BIN)/ruff check colorize tests
+
+test: lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
 
 prepare: setup
 	$(BIN)/colorize prepare --data $(DATA) --out $(DATA_DIR)
 
 train: prepare
-	$$($(BIN)/python -m colorize.launch) -m colorize train --config $(CONFIG) data.dir=$(DATA_DIR) $(TRAIN_ARGS)
+	$$($(BIN)/python -m colorize.commands.launch) -m colorize train --config $(CONFIG) data.dir=$(DATA_DIR) $(TRAIN_ARGS)
 
 bench: setup
 	$(BIN)/colorize bench loader --data $(DATA_DIR)

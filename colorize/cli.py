@@ -49,7 +49,7 @@ def _evaluate(args) -> int:
 
 
 def _colorize(args) -> int:
-    from colorize.inference import colorize_files
+    from colorize.commands.inference import colorize_files
 
     report = colorize_files(Path(args.checkpoint), args.inputs, Path(args.out), batch_size=args.batch_size,
                             temperature=args.temperature, trust_code=args.trust_code)
@@ -61,14 +61,14 @@ def _colorize(args) -> int:
 
 
 def _export(args) -> int:
-    from colorize.models.saved import export_run
+    from colorize.commands.export import export_run
 
     print(f"wrote {export_run(Path(args.run_dir), Path(args.out), args.replace, args.trust_code)}")
     return 0
 
 
 def _report(args) -> int:
-    from colorize.report import per_class_table, plot_frontier, report_table
+    from colorize.commands.report import per_class_table, plot_frontier, report_table
 
     run_dirs = [Path(d) for d in args.run_dirs]
     print((per_class_table if args.per_class else report_table)(run_dirs, args.trust_code))
@@ -79,7 +79,7 @@ def _report(args) -> int:
 
 
 def _compare(args) -> int:
-    from colorize.compare import compare_runs
+    from colorize.commands.compare import compare_runs
 
     out = compare_runs([Path(d) for d in args.run_dirs], Path(args.out), args.per_class, args.data,
                        args.temperatures, args.trust_code)
@@ -88,22 +88,23 @@ def _compare(args) -> int:
 
 
 def _list(args) -> int:
-    from colorize.components import describe_components
+    from colorize.commands.listing import describe_components
 
     print(describe_components(args.resolution, args.config))
     return 0
 
 
 def _bench_loader(args) -> int:
-    from colorize.bench import format_table, loader_benchmark
+    from colorize.bench.loader import format_loader_table, loader_benchmark
 
     result = loader_benchmark(Path(args.data), batch_size=args.batch_size, epochs=args.epochs)
-    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    print(json.dumps(result, indent=2) if args.json else format_loader_table(result))
     return 0
 
 
 def _bench_train(args) -> int:
-    from colorize.train_benchmark import format_train_table, profile_step, train_benchmark
+    from colorize.bench.profile import profile_step
+    from colorize.bench.train import format_train_table, train_benchmark
 
     if args.profile:
         print(profile_step(Path(args.data), args.batch_size, top=args.profile, overrides=args.set))
@@ -115,7 +116,7 @@ def _bench_train(args) -> int:
 
 
 def _bench_prepare(args) -> int:
-    from colorize.prepare_benchmark import format_prepare_table, prepare_benchmark
+    from colorize.bench.prepare import format_prepare_table, prepare_benchmark
 
     result = prepare_benchmark(args.images, args.size, args.resolutions, args.folder)
     print(json.dumps(result, indent=2) if args.json else format_prepare_table(result))
@@ -227,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--data", required=True, help="a prepared directory")
     training.add_argument("--steps", type=int, default=16, help="timed batches per entry, after as many warm-up ones")
     training.add_argument("--batch-size", type=int, default=512)
-    training.add_argument("--skip", nargs="+", default=[], choices=("fp32", "bf16", "eager", "captured", "make_train", "cpu_ddp"),
+    training.add_argument("--skip", nargs="+", default=[],
+                          choices=("fp32", "bf16", "eager", "captured", "make_train", "cpu_ddp"),
                           help="entries to leave out (the report's pipeline is the baseline of the others)")
     training.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                           help="settings for the colorize train entries, e.g. train.compile=true")

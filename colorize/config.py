@@ -1,8 +1,9 @@
-"""Every setting of a run, as dataclasses; loaded from YAML plus dotted command-line overrides.
+"""Recipes: every setting of a run, as dataclasses, loaded from YAML plus dotted command-line
+overrides.
 
 ``load_config("configs/reference.yaml", ["optim.lr=3e-4"])`` returns a :class:`Config`.
 The sections ``model``, ``loss``, ``optim`` and ``schedule`` name a registered component and
-hold that component's own settings (:mod:`colorize.registry`); ``imports`` lists modules that
+hold that component's own settings (:data:`REGISTRIES`); ``imports`` lists modules that
 register components of your own. Unknown keys, wrong types and out-of-range values raise
 :class:`ConfigError` naming the key.
 Values keep what was typed: YAML 1.1 would read ``no``, ``on`` or ``01`` as a boolean or a
@@ -19,105 +20,17 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from colorize.errors import ConfigError, check_positive
+from colorize.errors import ConfigError
 from colorize.io import atomic_write_text
+from colorize.losses import LOSSES
+from colorize.models import MODELS
+from colorize.optim import OPTIMIZERS, SCHEDULES
 from colorize.run_dir import CONFIG, check_run_dir
+from colorize.settings import DataConfig, RunConfig, TrackingConfig, TrainConfig
 
+# The sections that name a registered component: their registries, and the name each defaults to.
+REGISTRIES = {"model": MODELS, "loss": LOSSES, "optim": OPTIMIZERS, "schedule": SCHEDULES}
 
-# The settings that take one of a few words, and those words.
-CHOICES: Dict[str, Tuple[str, ...]] = {
-    "data.loader": ("auto", "ffcv", "memory"),
-    "data.batch_size_scope": ("process", "global"),
-    "train.mixed_precision": ("auto", "no", "fp32", "bf16", "fp16"),
-    "train.cuda_graphs": ("auto", "on", "off"),
-    "tracking.backend": ("wandb", "none"),
-    "tracking.mode": ("auto", "online", "offline", "disabled"),
-}
-
-
-@dataclass
-class DataConfig:
-    dir: str = "data/cifar10"  # made by `colorize prepare`
-    loader: str = "auto"  # auto: memory where the split fits, else ffcv | ffcv | memory
-    batch_size: int = 512
-    batch_size_scope: str = "process"  # process: per process | global: split over processes
-    hflip: bool = True  # random horizontal flip of training images
-    shift: int = 0  # move training images by up to this many pixels along each axis (mirrored edges)
-    num_workers: int = 1  # FFCV decoding threads
-    os_cache: bool = True  # FFCV: share the file through the OS page cache
-    train_limit: Optional[int] = None  # use only the first N training images
-    eval_limit: Optional[int] = None  # use only the first N val and test images
-
-    def __post_init__(self):
-        _check_choices("data", self)
-        check_positive("data.batch_size", self.batch_size)
-        check_positive("data.num_workers", self.num_workers)
-        check_positive("data.train_limit", self.train_limit)
-        check_positive("data.eval_limit", self.eval_limit)
-        if self.shift < 0:
-            raise ConfigError(f"data.shift must be 0 (off) or a number of pixels, got {self.shift}")
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 30
-    mixed_precision: str = "auto"  # auto: bf16 where the device computes it natively, else fp32 | no (= fp32) | bf16 | fp16
-    grad_accum: int = 1
-    seed: int = 0
-    patience: int = 5  # epochs without val ab L1 improvement before stopping
-    min_delta: float = 0.0  # improvement smaller than this does not count
-    min_colorfulness: float = 0.0  # best is chosen among epochs whose val colourfulness ratio reaches this, once one does
-    log_every: int = 20  # steps between logged train losses
-    threads: Optional[int] = None  # torch threads per process; default: cores / local processes
-    channels_last: bool = True  # NHWC memory layout for the convolutions (faster on CPU and GPU)
-    sync_batchnorm: bool = False  # BatchNorm statistics over all processes (GPUs only)
-    deterministic: bool = False  # deterministic algorithms (for exact resume on CUDA; slower)
-    compile: bool = False  # torch.compile the model
-    cuda_graphs: str = "auto"  # auto | on: capture the training step in a CUDA graph where possible | off
-    ema: float = 0.0  # decay of a moving average of the weights that is validated, saved and tested; 0: off
-    checkpoint_every: int = 0  # optimizer steps between checkpoints of last/ within an epoch; 0: off
-
-    def __post_init__(self):
-        _check_choices("train", self)
-        for key in ("epochs", "grad_accum", "patience", "log_every"):
-            check_positive(f"train.{key}", getattr(self, key))
-        check_positive("train.threads", self.threads)
-        if self.min_colorfulness < 0:
-            raise ConfigError(f"train.min_colorfulness must be at least 0 (off), got {self.min_colorfulness}")
-        if not 0 <= self.ema < 1:
-            raise ConfigError(f"train.ema must be at least 0 (off) and below 1, got {self.ema}")
-        if self.checkpoint_every < 0:
-            raise ConfigError(f"train.checkpoint_every must be 0 (off) or a number of optimizer steps, "
-                              f"got {self.checkpoint_every}")
-
-
-@dataclass
-class TrackingConfig:
-    backend: str = "wandb"  # wandb | none
-    mode: str = "auto"  # auto | online | offline | disabled
-    project: str = "colorize"
-    entity: Optional[str] = None
-    run_name: Optional[str] = None  # default: run.name
-    group: Optional[str] = None
-    tags: List[str] = field(default_factory=list)
-    grid_per_class: int = 4  # validation images per class in the colour grid
-
-    def __post_init__(self):
-        _check_choices("tracking", self)
-        check_positive("tracking.grid_per_class", self.grid_per_class)
-
-
-@dataclass
-class RunConfig:
-    name: str = "reference"
-    dir: Optional[str] = None  # default: runs/<name>
-
-    @property
-    def path(self) -> Path:
-        return Path(self.dir if self.dir is not None else os.path.join("runs", self.name))
-
-
-# The sections that name a registered component, and the name each defaults to.
 COMPONENTS: Dict[str, str] = {"model": "fusion", "loss": "huber_class", "optim": "adam", "schedule": "constant"}
 
 
@@ -137,7 +50,7 @@ class Component:
 
 
 def _default_component(section: str) -> Component:
-    registry = _registries()[section]
+    registry = REGISTRIES[section]
     name = COMPONENTS[section]
     return Component(name, registry.entry(name).settings())
 
@@ -157,14 +70,6 @@ class Config(_FixedSections):
     optim: Component = field(default_factory=lambda: _default_component("optim"))
     schedule: Component = field(default_factory=lambda: _default_component("schedule"))
     imports: List[str] = field(default_factory=list)  # modules that register components of your own
-
-
-def _check_choices(section: str, settings) -> None:
-    for key, allowed in CHOICES.items():
-        prefix, _, name = key.partition(".")
-        value = getattr(settings, name) if prefix == section else None
-        if value is not None and value not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
 
 
 def _known_keys(schema, prefix: str = "") -> List[str]:
@@ -223,16 +128,6 @@ def _overrides_tree(overrides: Sequence[str]) -> dict:
     return tree
 
 
-def _registries() -> dict:
-    """Every registry, with the built-in components registered."""
-    import colorize.losses  # noqa: F401  (these imports register the built-in components)
-    import colorize.models  # noqa: F401
-    import colorize.optim  # noqa: F401
-    from colorize.registry import REGISTRIES
-
-    return REGISTRIES
-
-
 def _import_all(modules, origin: str, trust_code: bool) -> List[str]:
     """Import the ``imports:`` modules, whose components register themselves on import, if
     ``trust_code``."""
@@ -253,7 +148,7 @@ def _component(section: str, values: dict, origin: str) -> Component:
     """The component a section names, its settings checked against its settings dataclass."""
     values = dict(values)
     name = values.pop("name", COMPONENTS[section])
-    settings = _registries()[section].entry(name).settings
+    settings = REGISTRIES[section].entry(name).settings
     try:
         return Component(name, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(settings), values)))
     except OmegaConfBaseException as error:
@@ -272,6 +167,11 @@ def _stages(path: Optional[str], overrides: Sequence[str]) -> List[Tuple[dict, s
         stages.append((content, str(path)))
     stages.append((_overrides_tree(overrides), "the command line"))
     return stages
+
+
+def recipe_path(name: str) -> Path:
+    """The recipe ``name`` that colorize ships (``configs/NAME.yaml``, inside the package)."""
+    return Path(__file__).resolve().parent / "configs" / f"{name}.yaml"
 
 
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = (), trust_code: bool = True) -> Config:
@@ -293,7 +193,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = (), trust
             earlier = components[section]
             name = section_values.get("name", earlier.get("name", COMPONENTS[section]))
             if name != earlier.get("name", COMPONENTS[section]):  # another component: keep what it shares
-                shared = {f.name for f in fields(_registries()[section].entry(name).settings)}
+                shared = {f.name for f in fields(REGISTRIES[section].entry(name).settings)}
                 earlier = {key: value for key, value in earlier.items() if key in shared}
             components[section] = {**earlier, **section_values}
             built[section] = _component(section, components[section], origin)

@@ -9,11 +9,13 @@ from typing import Dict
 import torch
 from torch.nn import functional as F
 
-from colorize.ab_bins import BinLookup, soft_encode
+from colorize.core.ab_bins import BinLookup, soft_encode
 from colorize.data.prior import MIX, AbPrior, rebalancing_weights
 from colorize.errors import ConfigError, check_positive
-from colorize.models.base import Prediction
-from colorize.registry import LOSSES
+from colorize.models.prediction import Prediction
+from colorize.registry import Registry
+
+LOSSES = Registry("loss", "loss")
 
 
 @dataclass
@@ -84,7 +86,8 @@ class RebalancedBinLoss:
         bins_last = (0, 2, 3, 1)  # the layout in which the network's channels-last scores are contiguous
         log_probabilities = F.log_softmax(prediction.ab_scores.float().permute(bins_last), dim=-1)
         picked = log_probabilities.gather(-1, bins.permute(bins_last))
-        color = -(targets.permute(bins_last) * picked).sum() / (targets.shape[0] * batch.ab.shape[-2] * batch.ab.shape[-1])
+        pixels = targets.shape[0] * batch.ab.shape[-2] * batch.ab.shape[-1]
+        color = -(targets.permute(bins_last) * picked).sum() / pixels
         classification = F.cross_entropy(prediction.logits.float(), batch.label)
         return {"total": color + self.settings.class_weight * classification, "color": color,
                 "class": classification}

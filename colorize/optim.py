@@ -18,7 +18,10 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from colorize.errors import ConfigError, check_positive
-from colorize.registry import OPTIMIZERS, SCHEDULES
+from colorize.registry import Registry
+
+OPTIMIZERS = Registry("optimizer", "optim")
+SCHEDULES = Registry("schedule", "schedule")
 
 
 @dataclass

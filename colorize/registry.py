@@ -3,6 +3,8 @@
 A component registers under a name with its own settings dataclass; a config section names it
 (``model.name: fusion``) and holds its settings beside the name::
 
+    MODELS = Registry("model", "model")  # colorize.models.MODELS
+
     @MODELS.register("tiny", TinySettings)
     class Tiny(Colorizer): ...
 
@@ -61,10 +63,3 @@ class Registry:
     def build(self, name: str, settings, *args, **kwargs):
         """``factory(settings, *args, **kwargs)`` of ``name``."""
         return self.entry(name).factory(settings, *args, **kwargs)
-
-
-MODELS = Registry("model", "model")
-LOSSES = Registry("loss", "loss")
-OPTIMIZERS = Registry("optimizer", "optim")
-SCHEDULES = Registry("schedule", "schedule")
-REGISTRIES = {registry.section: registry for registry in (MODELS, LOSSES, OPTIMIZERS, SCHEDULES)}

@@ -33,6 +33,15 @@ def smoke_config(data_dir, run_dir, *overrides):
     return load_config(str(REPO / "configs" / "smoke.yaml"), [f"data.dir={data_dir}", f"run.dir={run_dir}", *overrides])
 
 
+def trained_run(tmp_path_factory, name: str, config_of):
+    """The run directory ``name`` of a run trained in this process on ``config_of(run_dir)``."""
+    from colorize.engine.trainer import train
+
+    run_dir = tmp_path_factory.mktemp("runs") / name
+    train(config_of(run_dir))
+    return run_dir
+
+
 def synthetic_image(rng: np.random.Generator, label: int, size=(32, 32)) -> Image.Image:
     """A smooth image whose dominant colour depends on its class."""
     height, width = size
@@ -60,8 +69,8 @@ def read_source(spec, resolution: int):
     and named): an object with ``classes``, ``skipped`` and ``splits[name].images / .labels``."""
     from types import SimpleNamespace
 
+    from colorize.core.images import UnreadableImage
     from colorize.data.sources import open_source
-    from colorize.images import UnreadableImage
 
     with open_source(str(spec)).listed() as listing:
         skipped, splits = list(listing.skipped), {}

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from colorize.config import DataConfig
 from colorize.data.loaders import build_loaders
+from colorize.settings import DataConfig
 
 data_dir, kind, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 dist.init_process_group("gloo")

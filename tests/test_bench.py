@@ -2,14 +2,16 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
-from colorize.bench import format_table, stored_rgb
-from colorize.config import DataConfig
+from colorize.bench.loader import format_loader_table
+from colorize.bench.prepare import format_prepare_table
+from colorize.bench.profile import profile_step
+from colorize.bench.report_pipeline import stored_rgb
+from colorize.bench.train import format_train_table
 from colorize.data.loaders import build_loaders
 from colorize.data.prepare import PrepareSettings, prepare
-from colorize.prepare_benchmark import format_prepare_table
-from colorize.train_benchmark import format_train_table, profile_step
-from conftest import run_cli
+from colorize.settings import DataConfig
 
 
 def test_loader_benchmark_reports_every_loader(small_dir):
@@ -18,7 +20,7 @@ def test_loader_benchmark_reports_every_loader(small_dir):
     assert set(figures["loaders"]) == {"ffcv", "memory", "per_item"}
     assert all(f["images_per_s"] > 0 for f in figures["loaders"].values())
     assert "cores" in figures["machine"]
-    assert format_table(figures).splitlines()[0].split() == ["loader", "images/s", "vs", "per-item"]
+    assert format_loader_table(figures).splitlines()[0].split() == ["loader", "images/s", "vs", "per-item"]
 
 
 @pytest.mark.slow

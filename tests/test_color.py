@@ -3,8 +3,8 @@ import pytest
 import torch
 from skimage.color import lab2rgb, rgb2lab
 
-from colorize import color
-from colorize.color import ab_from_network, join_lab, lab_to_rgb, normalize_l, rgb8_to_lab, rgb_to_lab
+from colorize.core import color
+from colorize.core.color import ab_from_network, join_lab, lab_to_rgb, normalize_l, rgb8_to_lab, rgb_to_lab
 
 EDGES = np.array([
     [0, 0, 0], [1, 1, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1],

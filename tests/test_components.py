@@ -12,17 +12,25 @@ from functools import partial
 
 import pytest
 import torch
+from conftest import REPO, run_cli
 from safetensors.torch import load_file
 from torch import nn
 
 from colorize import optim
 from colorize.config import load_config
 from colorize.errors import ConfigError
-from colorize.models import create_model
-from colorize.optim import (CosineSettings, OneCycleSettings, SGDSettings, build_optimizer, build_schedule,
-                            cosine, one_cycle, parameter_groups)
-from colorize.registry import MODELS, Registry
-from conftest import REPO, run_cli
+from colorize.models import MODELS, create_model
+from colorize.optim import (
+    CosineSettings,
+    OneCycleSettings,
+    SGDSettings,
+    build_optimizer,
+    build_schedule,
+    cosine,
+    one_cycle,
+    parameter_groups,
+)
+from colorize.registry import Registry
 
 PLUGINS = {
     "tiny_net.py": '''
@@ -32,7 +40,7 @@ PLUGINS = {
         from torch import nn
 
         from colorize.models import Colorizer, Prediction
-        from colorize.registry import MODELS
+        from colorize.models import MODELS
 
 
         @dataclass
@@ -52,7 +60,7 @@ PLUGINS = {
     ''',
     "tiny_loss.py": '''
         """L1 on ab, in two named parts."""
-        from colorize.registry import LOSSES
+        from colorize.losses import LOSSES
 
 
         @LOSSES.register("l1_parts")
@@ -69,7 +77,7 @@ PLUGINS = {
         """The learning rate halved every ``every`` optimizer steps."""
         from dataclasses import dataclass
 
-        from colorize.registry import SCHEDULES
+        from colorize.optim import SCHEDULES
 
 
         @dataclass

@@ -1,7 +1,9 @@
 import pytest
-
-from colorize.config import CHOICES, ConfigError, load_config, save_config
 from conftest import REPO, run_cli
+
+from colorize.config import load_config, save_config
+from colorize.errors import ConfigError
+from colorize.settings import CHOICES
 
 
 def _setting(config, key):

@@ -102,7 +102,8 @@ def test_a_training_step_of_the_fusion_network_in_bf16_matches_torchs_convolutio
         return {name: p.grad for name, p in net.named_parameters() if name not in biases}
 
     chosen, decide = [], Conv2d._uses_matmul_weight_grad
-    monkeypatch.setattr(Conv2d, "_uses_matmul_weight_grad", lambda self, x: chosen.append(decide(self, x)) or chosen[-1])
+    monkeypatch.setattr(Conv2d, "_uses_matmul_weight_grad",
+                        lambda self, x: chosen.append(decide(self, x)) or chosen[-1])
     ours = grads()
     assert chosen.count(True) == 6  # the 3x3 convolutions on 4 x 4 maps, the last strided one and the fusion
     monkeypatch.setattr(Conv2d, "_uses_matmul_weight_grad", lambda self, x: False)

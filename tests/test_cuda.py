@@ -7,8 +7,9 @@ from accelerate.utils import set_seed
 
 from colorize.config import load_config
 from colorize.data.loaders import LoaderSpec, TensorLoader
+from colorize.engine.build import build_training
 from colorize.engine.runtime import create_accelerator
-from colorize.engine.trainer import build, train_epoch
+from colorize.engine.trainer import train_epoch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -28,7 +29,7 @@ def train_one_epoch(tmp_path, *overrides):
     spec = LoaderSpec(path=tmp_path, count=512, batch_size=64, train=True, storage_dtype="float32",
                       device=accelerator.device)
     loader = TensorLoader(spec, lab.to(accelerator.device), labels.to(accelerator.device))
-    training = build(config, accelerator, precision, {"train": loader}, MANIFEST)
+    training = build_training(config, accelerator, precision, {"train": loader}, MANIFEST)
     values = train_epoch(training, epoch=0)
     weights = {k: v.detach().clone() for k, v in training.plain_model.state_dict().items()}
     return precision, values, weights, training.model
@@ -97,8 +98,8 @@ def test_pinned_staging_delivers_every_batch_intact():
 
 
 def test_ffcv_batches_on_the_gpu_equal_the_memory_loaders(small_dir):
-    from colorize.config import DataConfig
     from colorize.data.loaders import build_loaders
+    from colorize.settings import DataConfig
 
     def batches(kind):
         loader = build_loaders(DataConfig(dir=str(small_dir), loader=kind, batch_size=16, shift=2),

@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import REPO, smoke_config
 
 from colorize.engine.evaluate import evaluate_run
 from colorize.engine.trainer import train
-from conftest import REPO, smoke_config
 
 # one pytest worker runs the module, so its two-process runs (module fixtures) train once
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]

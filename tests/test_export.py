@@ -3,12 +3,13 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import CLASSES, run_cli
 
+from colorize.commands.export import export_run
 from colorize.errors import ColorizeError
 from colorize.models import create_model
 from colorize.models.fusion import FusionSettings
-from colorize.models.saved import export_run, load_model, save_model
-from conftest import CLASSES, run_cli
+from colorize.models.saved import load_model, save_model
 
 
 @pytest.fixture
@@ -16,8 +17,7 @@ def run_dir(tmp_path):
     """runs/r: a run directory whose best model is a small untrained network."""
     run = tmp_path / "runs" / "r"
     settings = FusionSettings(width=8)
-    save_model(create_model("fusion", settings, len(CLASSES)), run / "best", "fusion", settings,
-               list(CLASSES), resolution=32)
+    save_model(create_model("fusion", settings, len(CLASSES)), run / "best", list(CLASSES))
     (run / "config.yaml").write_text("run: {name: r}\n")
     return run
 

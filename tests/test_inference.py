@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
+from conftest import run_cli
 from PIL import Image
 from safetensors.torch import save_file
 from skimage.color import rgb2lab
 
-from colorize.color import lab_to_rgb_keeping_l
-from colorize.inference import Report, _output_paths, colorize_files, expand_inputs
+from colorize.commands.inference import Report, _output_paths, colorize_files, expand_inputs
+from colorize.core.color import lab_to_rgb_keeping_l
 from colorize.models import create_model
-from colorize.models.fusion import FusionSettings
+from colorize.models.fusion import FusionColorizer, FusionSettings
 from colorize.models.saved import SavedModelError, load_model, save_model
-from conftest import run_cli
 
 PHOTOS = {"astronaut": skimage.data.astronaut(), "coffee": skimage.data.coffee(),
           "chelsea": skimage.data.chelsea()}
@@ -30,7 +30,7 @@ def run_dir(tmp_path_factory):
     model = create_model("fusion")
     with torch.no_grad():  # make the untrained decoder predict strong colours
         model.decoder[-1].bias.copy_(torch.tensor([0.4, -0.4]))
-    save_model(model, path, "fusion", FusionSettings(), [str(i) for i in range(10)], resolution=32)
+    save_model(model, path, [str(i) for i in range(10)])
     return path
 
 
@@ -143,25 +143,31 @@ def test_out_of_gamut_colours_keep_their_l():
     np.testing.assert_allclose(back[2, 0, 1:], [10.0, 10.0], atol=0.05)  # in gamut: unchanged
 
 
-def test_a_best_model_saved_before_config_json_still_loads(tmp_path):
+def test_a_loaded_model_is_the_network_with_what_it_was_saved_with(tmp_path):
     torch.manual_seed(0)
     model = create_model("fusion", FusionSettings(width=8), num_classes=3, resolution=32)
+    save_model(model, tmp_path / "best", ["a", "b", "c"])
+    loaded = load_model(tmp_path / "best")
+    assert isinstance(loaded, FusionColorizer) and not loaded.training
+    assert loaded.classes == ["a", "b", "c"] and loaded.resolution == 32 and loaded.name == "fusion"
+    assert loaded.settings == FusionSettings(width=8)
+    l = torch.rand(2, 1, 32, 32) * 100
+    assert torch.equal(loaded(l).ab, model.eval()(l).ab)
+
+
+def test_a_folder_without_config_json_is_refused_saying_what_a_saved_model_needs(tmp_path):
     folder = tmp_path / "best"
     folder.mkdir()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
-    (folder / "model.json").write_text(json.dumps({
-        "name": "fusion", "classes": ["a", "b", "c"],
-        "kwargs": {"num_classes": 3, "resolution": 32, "width": 8, "global_hidden": 512, "global_dim": 128}}))
-    loaded = load_model(folder)
-    assert loaded.classes == ["a", "b", "c"] and loaded.resolution == 32 and not loaded.model.training
-    l = torch.rand(2, 1, 32, 32) * 100
-    assert torch.equal(loaded.model(l).ab, model.eval()(l).ab)
+    save_file({"w": torch.zeros(1)}, str(folder / "model.safetensors"))
+    (folder / "model.json").write_text("{}")
+    with pytest.raises(SavedModelError, match="is not a saved model .it needs config.json and model.safetensors"):
+        load_model(folder)
 
 
 def test_a_damaged_saved_model_is_named(tmp_path, photos):
     folder = tmp_path / "damaged"
     folder.mkdir()
-    save_model(create_model("fusion"), folder, "fusion", FusionSettings(), ["a"] * 10, resolution=32)
+    save_model(create_model("fusion"), folder, ["a"] * 10)
     (folder / "model.safetensors").write_bytes(b"nonsense")  # damaged weights
     result = run_cli("colorize", "--checkpoint", folder, photos, "--out", tmp_path / "o", check=False)
     assert result.returncode == 1 and f"cannot load the model in {folder}" in result.stderr
@@ -180,7 +186,7 @@ def test_the_module_of_an_unknown_network_is_imported_only_when_trusted(run_dir,
     (plugins / "probe_net.py").write_text(
         "from pathlib import Path\n"
         "from colorize.models.fusion import FusionColorizer, FusionSettings\n"
-        "from colorize.registry import MODELS\n"
+        "from colorize.models import MODELS\n"
         "Path(__file__).with_name('imported').touch()\n"
         "MODELS.register('probe', FusionSettings)(FusionColorizer)\n")
     folder = tmp_path / "probe"
@@ -204,7 +210,7 @@ def test_a_run_whose_best_model_is_being_replaced_reads_the_previous_one(run_dir
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text("run:\n  name: r\n")
-    save_model(load_model(run_dir).model, run / ".best.old", "fusion", FusionSettings(), [str(i) for i in range(10)],
-               resolution=32)  # a save stopped between its two renames: no best/ for now
+    # a save stopped between its two renames: no best/ for now
+    save_model(load_model(run_dir), run / ".best.old", [str(i) for i in range(10)])
     report = colorize_files(run, [photos / "chelsea.png"], tmp_path / "out")
     assert report.written == [tmp_path / "out" / "chelsea.png"] and not (run / "best").exists()

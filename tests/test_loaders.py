@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from colorize.config import ConfigError, DataConfig
-from colorize.data.augment import flip_generator, shift, shift_generator
 from colorize.data import loaders as loader_module
+from colorize.data.augment import flip_generator, shift, shift_generator
 from colorize.data.loaders import build_loaders, epoch_order
+from colorize.errors import ConfigError
+from colorize.settings import DataConfig
 
 HERE = Path(__file__).parent
 

@@ -6,12 +6,13 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from conftest import CLASSES, read_source, run_cli, synthetic_image, write_image_folder
 
-from colorize.config import ConfigError, DataConfig
 from colorize.data.loaders import build_loaders
 from colorize.data.manifest import DataError, read_manifest
 from colorize.data.prepare import PrepareSettings, prepare, stratified_holdout
-from conftest import CLASSES, read_source, run_cli, synthetic_image, write_image_folder
+from colorize.errors import ConfigError
+from colorize.settings import DataConfig
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                  "truck"]

@@ -3,11 +3,10 @@ import json
 import statistics
 
 import pytest
+from conftest import REPO, run_cli
 from PIL import Image
 
-from colorize import grids
-
-from conftest import REPO, run_cli
+from colorize.show import grids
 
 # one pytest worker runs the module, so its tiny runs (a module fixture) train once
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report")]

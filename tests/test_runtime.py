@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from colorize.config import ConfigError
 from colorize.engine.runtime import resolve_precision, sync_batchnorm
+from colorize.errors import ConfigError
 from colorize.models import create_model
 
 AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}

@@ -7,12 +7,14 @@ import tarfile
 
 import numpy as np
 import pytest
+from conftest import CLASSES, read_source, synthetic_image, write_image_folder
 from PIL import Image
 
-from colorize.data import sources
-from colorize.data.sources import Cifar10Download, SourceError, open_source
-from colorize.images import read_rgb
-from conftest import CLASSES, read_source, synthetic_image, write_image_folder
+from colorize.core.images import read_rgb
+from colorize.data import cifar10
+from colorize.data.cifar10 import Cifar10Download
+from colorize.data.listing import SourceError
+from colorize.data.sources import open_source
 
 
 def test_image_folder_with_splits(small_source):
@@ -165,7 +167,7 @@ def test_a_cifar10_batch_that_would_run_code_is_refused(tmp_path, as_archive):
 
 
 def test_download_failure_is_clear_and_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "CIFAR10_URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    monkeypatch.setattr(cifar10, "CIFAR10_URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")
     with pytest.raises(SourceError, match="could not download CIFAR-10") as error:
         with Cifar10Download(tmp_path).listed():
             pass

@@ -14,13 +14,14 @@ import pytest
 import torch
 import wandb
 from accelerate import Accelerator
-from PIL import Image
-
-from colorize import grids, tracking
-from colorize.config import TrackingConfig, load_config
-from colorize.tracking import RunTracker, Tracking, TrackingUnavailable, resolve_tracking
 from conftest import REPO, run_cli
+from PIL import Image
 from wandb_offline import OfflineRun, offline_runs
+
+from colorize.config import load_config
+from colorize.settings import TrackingConfig
+from colorize.show import grids, tracking
+from colorize.show.tracking import RunTracker, Tracking, TrackingUnavailable, resolve_tracking
 
 
 @pytest.fixture
@@ -161,7 +162,7 @@ def test_grid_layout(tmp_path):
     grey = pixels[0:64, grids.LABEL_WIDTH:grids.LABEL_WIDTH + 64]
     assert np.abs(grey.astype(int) - grey[..., :1]).max() <= 1  # R = G = B up to rounding
     truth = pixels[2 * tile:2 * tile + 64:2, grids.LABEL_WIDTH:grids.LABEL_WIDTH + 64:2]
-    np.testing.assert_array_equal(truth, grids.to_uint8(l[:1], ab_true[:1])[0])
+    np.testing.assert_array_equal(truth, grids.lab_to_uint8(l[:1], ab_true[:1])[0])
 
 
 def test_extremes_keep_the_worst_and_best_images():

@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 import skimage.data
 import torch
+from conftest import REPO, run_cli, smoke_config, trained_run
 from PIL import Image
 from safetensors.torch import load_file
+from test_runtime import AVX2_ONLY
 
-from colorize.config import ConfigError, load_config
 from colorize import io
+from colorize.config import load_config
 from colorize.engine.checkpoint import CheckpointError
 from colorize.engine.trainer import train, train_from_cli
+from colorize.errors import ConfigError
 from colorize.models import create_model
-from conftest import REPO, run_cli, smoke_config
-from test_runtime import AVX2_ONLY
 
 pytestmark = pytest.mark.slow
 
@@ -31,9 +32,7 @@ def metrics_of(run_dir):
 
 @pytest.fixture(scope="module")
 def two_epochs(cifar_dir, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("runs") / "two"
-    train(smoke_config(cifar_dir, run_dir))
-    return run_dir
+    return trained_run(tmp_path_factory, "two", lambda run_dir: smoke_config(cifar_dir, run_dir))
 
 
 def test_smoke_run_trains_and_writes_a_complete_run_dir(two_epochs):
@@ -268,7 +267,7 @@ def test_an_exported_model_colourizes_without_any_training_code(two_epochs, tmp_
     script = f"""
 import sys
 from colorize.models.fusion import FusionColorizer
-from colorize.inference import colorize_files
+from colorize.commands.inference import colorize_files
 model = FusionColorizer.from_pretrained({str(out)!r})
 assert not model.training
 report = colorize_files({str(out)!r}, [{str(photo)!r}], {str(tmp_path / 'coloured')!r})

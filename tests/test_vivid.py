@@ -8,26 +8,22 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli, smoke_config, trained_run
 from PIL import Image
 from skimage.color import rgb2lab
 
-from colorize.ab_bins import BinLookup, gamut_bins, soft_encode
-from colorize.color import rgb_to_lab
-from colorize.config import ConfigError
-from colorize.errors import ColorizeError
+from colorize.core.ab_bins import BinLookup, gamut_bins, soft_encode
+from colorize.core.color import rgb_to_lab
+from colorize.core.metrics import MetricSums
 from colorize.data.manifest import DataError
-from colorize.data.prepare import prepare
 from colorize.data.prior import PRIOR_FILE, AbPrior, read_prior, rebalancing_weights
 from colorize.engine.evaluate import evaluate_run
 from colorize.engine.trainer import train
+from colorize.errors import ColorizeError, ConfigError
 from colorize.losses import BinsClassSettings, RebalancedBinLoss
-from colorize.metrics import MetricSums
-from colorize.models import create_model
-from colorize.models.base import Prediction
-from colorize.models.fusion import FusionSettings
+from colorize.models import MODELS, create_model
+from colorize.models.prediction import Prediction
 from colorize.models.saved import load_model, save_model
-from colorize.registry import MODELS
-from conftest import run_cli, smoke_config
 
 BINS = ("model.head=bins", "loss.name=bins_class")
 
@@ -38,9 +34,7 @@ def vivid_config(data_dir, run_dir, *overrides):
 
 @pytest.fixture(scope="module")
 def vivid_run(small_dir, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("runs") / "vivid"
-    train(vivid_config(small_dir, run_dir))
-    return run_dir
+    return trained_run(tmp_path_factory, "vivid", lambda run_dir: vivid_config(small_dir, run_dir))
 
 
 def test_prepare_records_the_prior_and_its_checksum(small_dir):
@@ -48,25 +42,23 @@ def test_prepare_records_the_prior_and_its_checksum(small_dir):
     entry = manifest["prior"]
     assert entry["file"] == PRIOR_FILE and len(entry["sha256"]) == 64
     prior = read_prior(small_dir, manifest)
-    assert prior.centres.shape == (entry["bins"], 2) and prior.weights.shape == (entry["bins"],)
-    assert (prior.prior * prior.weights).sum().item() == pytest.approx(1.0, rel=1e-5)
+    assert prior.centres.shape == (entry["bins"], 2) and prior.prior.shape == (entry["bins"],)
+    assert prior.prior.sum().item() == pytest.approx(1.0, rel=1e-5)
     # the synthetic images are mostly red, green or blue: those bins are the likeliest
     assert prior.prior.max() > 5 / entry["bins"]
 
 
-def test_a_directory_prepared_before_the_prior_gets_it_without_rebuilding(small_source, small_dir, tmp_path):
+def test_a_directory_without_the_prior_is_refused_by_name_and_rebuilt_by_prepare(small_source, small_dir, tmp_path):
     out = tmp_path / "old"
     shutil.copytree(small_dir, out)
     manifest = json.loads((out / "manifest.json").read_text())
     expected = manifest.pop("prior")
     (out / "manifest.json").write_text(json.dumps(manifest))
     (out / PRIOR_FILE).unlink()
-    with pytest.raises(DataError, match="no ab prior.*colorize prepare"):
+    with pytest.raises(DataError, match="names no ab prior.*colorize prepare.*again"):
         train(vivid_config(out, tmp_path / "run"))
-    betons = {p.name: p.stat().st_mtime_ns for p in out.glob("*.beton")}
     result = run_cli("prepare", "--data", small_source, "--out", out)
-    assert "no ab prior" in result.stdout and "rebuilding" not in result.stdout
-    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.beton")} == betons
+    assert "names no ab prior; rebuilding" in result.stdout
     assert json.loads((out / "manifest.json").read_text())["prior"] == expected  # the same numbers
 
 
@@ -110,7 +102,7 @@ def test_the_bin_loss_of_coarse_scores_is_the_cross_entropy_of_each_pixel_agains
     prior = torch.rand(len(centres), generator=generator) + 0.5
     prior = prior / prior.sum()
     weights = rebalancing_weights(prior, 0.7)
-    loss = RebalancedBinLoss(BinsClassSettings(class_weight=0.0, rebalance_mix=0.7), AbPrior(centres, prior, rebalancing_weights(prior)))
+    loss = RebalancedBinLoss(BinsClassSettings(class_weight=0.0, rebalance_mix=0.7), AbPrior(centres, prior))
     ab = rgb_to_lab(torch.rand(2, 3, 8, 8, generator=generator, dtype=torch.float64))[:, 1:].float()
     batch = SimpleNamespace(ab=ab, label=torch.zeros(2, dtype=torch.long))
     coarse = torch.randn(2, len(centres), 4, 4, generator=generator)
@@ -138,7 +130,7 @@ def test_temperature_at_use_time_changes_the_colours(vivid_run, small_dir):
     result = run_cli("evaluate", "--checkpoint", vivid_run, "--temperature", "0.1", "--json")
     assert json.loads(result.stdout)["colorfulness_pred"] == pytest.approx(cold["colorfulness_pred"], rel=1e-6)
     refused = run_cli("evaluate", "--checkpoint", vivid_run, "--temperature", "0", check=False)
-    assert refused.returncode != 0 and "--temperature must be positive" in refused.stderr
+    assert refused.returncode != 0 and "model.temperature must be positive" in refused.stderr
 
 
 def test_colourizing_photos_of_any_size_at_a_temperature_keeps_their_l(vivid_run, tmp_path):
@@ -158,7 +150,7 @@ def test_colourizing_photos_of_any_size_at_a_temperature_keeps_their_l(vivid_run
 
 def test_temperature_is_refused_for_a_network_that_regresses_ab(tmp_path):
     folder = tmp_path / "model"
-    save_model(create_model("fusion"), folder, "fusion", FusionSettings(), [str(i) for i in range(10)], 32)
+    save_model(create_model("fusion"), folder, [str(i) for i in range(10)])
     with pytest.raises(ColorizeError, match="bin head"):
         load_model(folder, temperature=0.5)
 

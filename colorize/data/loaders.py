@@ -21,11 +21,12 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
-from colorize.config import ConfigError, DataConfig
 from colorize.data import manifest as mf
 from colorize.data.augment import Augmentation
 from colorize.data.staging import PinnedStaging
 from colorize.data.threads import keep_torch_threads
+from colorize.errors import ConfigError
+from colorize.settings import LOADERS, DataConfig
 
 
 @dataclass
@@ -237,7 +238,7 @@ class MemoryLoader(TensorLoader):
         super().__init__(spec, torch.cat(labs).to(spec.device), torch.cat(labels).to(spec.device))
 
 
-LOADERS = {"ffcv": FfcvLoader, "memory": MemoryLoader}  # config.CHOICES["data.loader"] adds auto
+LOADER_CLASSES = dict(zip(LOADERS, (FfcvLoader, MemoryLoader)))
 AUTO_MEMORY_SHARE = 0.5  # data.loader=auto holds a split in memory if it takes at most this share of what is free
 
 
@@ -305,5 +306,5 @@ def build_loaders(data: DataConfig, *, seed: int = 0, rank: int = 0, world: int 
             num_workers=data.num_workers,
             os_cache=data.os_cache,
         )
-        loaders[split] = LOADERS[loader_kind(data.loader, device, manifest, spec.count)](spec)
+        loaders[split] = LOADER_CLASSES[loader_kind(data.loader, device, manifest, spec.count)](spec)
     return loaders

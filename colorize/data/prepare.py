@@ -5,10 +5,9 @@ class-stratified hold-out from train (used for early stopping); the test split i
 source's own, or a stratified hold-out when the source has none. FFCV's writer processes then
 decode, resize and convert the images to LAB a block at a time and write them, so memory does
 not grow with the number of images. An image that cannot be decoded is named in the manifest
-and its split written again without it. The train split's ab prior (``prior.py``) is computed
-from its written file. Files are written under temporary names and renamed; a second run on
-unchanged input with unchanged settings only verifies the files (and adds the prior if it is
-missing).
+and its split written again without it. The train split's ab prior (``prior.py``) is counted
+while its images are written. Files are written under temporary names and renamed; a second
+run on unchanged input with unchanged settings only verifies the files.
 """
 import contextlib
 import functools
@@ -19,27 +18,24 @@ from typing import Dict, List, NamedTuple, Optional
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from colorize import __version__
-from colorize.color import rgb8_to_lab
-from colorize.config import ConfigError, DataConfig
+from colorize.core.color import rgb8_to_lab
+from colorize.core.images import UnreadableImage
 from colorize.data import manifest as mf
-from colorize.data.loaders import build_loaders
-from colorize.ab_bins import BinLookup, gamut_bins
-from colorize.data.prior import SharedBinCounts, count_bins, prior_problem, write_prior
-from colorize.data.sources import SourceError, SourceListing, SplitItems, open_source
+from colorize.data.listing import SourceError, SourceListing, SplitItems
+from colorize.data.prior import SharedBinCounts, prior_problem, write_prior
+from colorize.data.sources import open_source
 from colorize.data.threads import keep_torch_threads
-from colorize.images import UnreadableImage
+from colorize.errors import ConfigError
 from colorize.io import atomic_path, remove_stale_temporaries, sha256_file, temporary_path
-from colorize.models.registry import check_resolution
+from colorize.models.factory import check_resolution
 
 STORAGE_DTYPES = ("float32", "float16")
 # the array type each storage dtype is written as: FFCV cannot read float16, so its bits go as int16
 _WRITTEN_AS = {"float32": np.float32, "float16": np.int16}
 _BLOCK = 64  # images a writer process decodes and converts to LAB together
 _CHUNK = 8 * _BLOCK  # images a writer process takes from FFCV's queue at a time
-_PRIOR_BATCH_PIXELS = 1 << 20  # pixels per batch read to count the prior
 
 
 @dataclass(frozen=True)
@@ -223,7 +219,8 @@ def _up_to_date(out_dir: Path, fingerprint: str, settings: PrepareSettings) -> O
     if not same:
         print(f"{out_dir}: the source or settings changed since the last prepare; rebuilding")
         return None
-    damaged = mf.problems(out_dir, manifest)
+    damaged = [*mf.problems(out_dir, manifest), prior_problem(out_dir, manifest)]
+    damaged = [problem for problem in damaged if problem]
     for problem in damaged:
         print(f"{problem}; rebuilding")
     return None if damaged else manifest
@@ -239,12 +236,8 @@ def prepare(data: str, out_dir: Path, settings: PrepareSettings = PrepareSetting
     fingerprint = source.fingerprint
     existing = _up_to_date(out_dir, fingerprint, settings)
     if existing is not None:
-        problem = prior_problem(out_dir, existing)
-        if not problem:
-            print(f"{out_dir} is up to date with {data}")
-            return existing
-        print(f"{problem}; computing it from the train split")
-        return _add_prior(out_dir, existing)
+        print(f"{out_dir} is up to date with {data}")
+        return existing
 
     with source.listed(scratch_dir=out_dir) as listing:
         splits = make_splits(listing, settings)
@@ -276,12 +269,3 @@ def _record_prior(out_dir: Path, manifest: dict, bin_counts: torch.Tensor) -> di
     manifest = dict(manifest, prior=write_prior(out_dir, bin_counts))
     mf.write_manifest(out_dir, manifest)
     return manifest
-
-
-def _add_prior(out_dir: Path, manifest: dict) -> dict:
-    """Compute the train split's ab prior from its ``.beton`` and record it in the manifest."""
-    batch_size = max(1, _PRIOR_BATCH_PIXELS // manifest["resolution"] ** 2)
-    train = build_loaders(DataConfig(dir=str(out_dir), batch_size=batch_size), splits=("train",),
-                          train_split_for_training=False)["train"]
-    batches = (batch.ab for batch in tqdm(train, desc="ab prior", unit=" batches"))
-    return _record_prior(out_dir, manifest, count_bins(batches, BinLookup(gamut_bins(), 1)))

@@ -1,6 +1,7 @@
-"""The ab-bin prior of a prepared directory's training split and the class-rebalancing weights
-derived from it (Zhang, Isola and Efros 2016), computed once by ``colorize prepare`` and stored
-beside the ``.beton`` files in ``ab_prior.safetensors``, its checksum in the manifest."""
+"""The ab-bin prior of a prepared directory's training split (Zhang, Isola and Efros 2016),
+computed once by ``colorize prepare`` and stored beside the ``.beton`` files in
+``ab_prior.safetensors``, its checksum in the manifest; and the rebalancing weights a loss
+derives from it (:func:`rebalancing_weights`)."""
 import multiprocessing
 from pathlib import Path
 from typing import Iterable, NamedTuple
@@ -10,28 +11,26 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from colorize.ab_bins import SIGMA, BinLookup, gamut_bins
+from colorize.core.ab_bins import SIGMA, BinLookup, gamut_bins
 from colorize.data import manifest as mf
 from colorize.io import atomic_path, sha256_file
 
 PRIOR_FILE = "ab_prior.safetensors"
-MIX = 0.5  # lambda: the weight of the uniform distribution mixed into the smoothed prior
+MIX = 0.5  # lambda: the uniform's default share in the prior that rebalancing weights invert (Zhang et al.)
 
 
 class AbPrior(NamedTuple):
     centres: torch.Tensor  # (Q, 2) float32, the bins' ab centres
     prior: torch.Tensor  # (Q,) float32, the smoothed share of training pixels in each bin
-    weights: torch.Tensor  # (Q,) float32, rebalancing weight of each bin, mean 1 under the prior
 
 
-def rebalanced(counts: torch.Tensor, centres: torch.Tensor, sigma: float = SIGMA, mix: float = MIX) -> AbPrior:
-    """Pixel counts per bin -> the prior (smoothed by a Gaussian of ``sigma`` ab units over the
-    bin centres) and its :func:`rebalancing_weights`."""
+def smoothed_prior(counts: torch.Tensor, centres: torch.Tensor, sigma: float = SIGMA) -> AbPrior:
+    """Pixel counts per bin -> the prior, smoothed by a Gaussian of ``sigma`` ab units over the
+    bin centres."""
     empirical = counts.double() / counts.sum()
     distances = torch.cdist(centres.double(), centres.double())
     prior = torch.exp(-distances.square() / (2 * sigma**2)) @ empirical
-    prior = prior / prior.sum()
-    return AbPrior(centres.float(), prior.float(), rebalancing_weights(prior, mix).float())
+    return AbPrior(centres.float(), (prior / prior.sum()).float())
 
 
 def rebalancing_weights(prior: torch.Tensor, mix: float = MIX) -> torch.Tensor:
@@ -71,12 +70,12 @@ def write_prior(data_dir: Path, counts: torch.Tensor) -> dict:
     """Write the prior of the training split's pixel ``counts`` per gamut bin to ``data_dir``
     and return its manifest entry."""
     centres = gamut_bins()
-    prior = rebalanced(counts, centres)
+    prior = smoothed_prior(counts, centres)
     path = Path(data_dir) / PRIOR_FILE
     with atomic_path(path) as staged:
         tensors = {name: tensor.contiguous() for name, tensor in prior._asdict().items()}
         # one metadata key: safetensors writes several in a random order, which would change the checksum
-        save_file(tensors, str(staged), metadata={"made_with": f"sigma={SIGMA}, mix={MIX}"})
+        save_file(tensors, str(staged), metadata={"made_with": f"sigma={SIGMA}"})
         entry = {"file": PRIOR_FILE, "bins": len(centres), "bytes": staged.stat().st_size,
                  "sha256": sha256_file(staged)}
     return entry
@@ -86,7 +85,7 @@ def prior_problem(data_dir: Path, manifest: dict) -> str:
     """Why the prior file does not match the manifest, or '' when it does."""
     entry = manifest.get("prior")
     if entry is None:
-        return f"{data_dir} has no ab prior (it was prepared before colorize computed one)"
+        return f"the manifest of {data_dir} names no ab prior"
     return mf.file_problem(Path(data_dir) / entry["file"], entry)
 
 
@@ -95,9 +94,10 @@ def read_prior(data_dir: Path, manifest: dict) -> AbPrior:
     problem = prior_problem(data_dir, manifest)
     if problem:
         raise mf.DataError(f"{problem}. Run colorize prepare --data {manifest['source']['spec']} "
-                           f"--out {data_dir} again: it writes the prior and keeps the .beton files")
+                           f"--out {data_dir} again: it rebuilds the prepared files")
     path = Path(data_dir) / manifest["prior"]["file"]
     try:
-        return AbPrior(**load_file(str(path)))
-    except (SafetensorError, TypeError) as error:
+        tensors = load_file(str(path))
+        return AbPrior(tensors["centres"], tensors["prior"])
+    except (SafetensorError, KeyError) as error:
         raise mf.DataError(f"{path} is damaged ({error}); run colorize prepare again") from None

@@ -1,1 +1,1 @@
-"""The training engine on Accelerate: fit, evaluate, early stopping, checkpoints."""
+"""The training engine on Accelerate: a recipe built, its step, the loop, resuming, checkpoints and evaluation."""

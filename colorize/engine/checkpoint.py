@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from colorize import io
 from colorize.errors import ColorizeError
-from colorize.models.saved import CONFIG as MODEL_CONFIG
+from colorize.models.saved import MODEL_CONFIG
 from colorize.run_dir import BEST, LAST
 
 STATE_JSON, STATE_TENSORS = "trainer_state.json", "trainer_state.safetensors"
@@ -68,9 +68,8 @@ def _write_objects(objects: Dict[str, Stateful], folder: Path) -> None:
 
 def _read_objects(objects: Dict[str, Stateful], folder: Path) -> None:
     if list(folder.glob("custom_checkpoint_*.pkl")):
-        raise CheckpointError(f"{folder} keeps the training state as a pickle (written by an earlier colorize), "
-                              "which can run code when it is read, so it is not resumed; start a new run (its "
-                              "best/ model still loads)")
+        raise CheckpointError(f"{folder} keeps the training state as a pickle, which can run code when it is "
+                              "read, so it is not resumed; start a new run with colorize train --config")
     try:
         tree = json.loads((folder / STATE_JSON).read_text())
         tensors = load_file(str(folder / STATE_TENSORS))

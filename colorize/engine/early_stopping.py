@@ -37,5 +37,4 @@ class EarlyStopping:
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
-        # checkpoints from before the condition existed: every epoch was eligible
-        self.best_eligible = state.get("best_eligible", self.best_epoch > 0)
+        self.best_eligible = state["best_eligible"]

@@ -6,11 +6,12 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from colorize.config import Config, ConfigError, load_run_config
+from colorize.config import Config, load_run_config
+from colorize.core.metrics import MetricSums
 from colorize.data.loaders import SplitLoader, build_loaders
 from colorize.data.manifest import read_manifest
 from colorize.engine.runtime import create_accelerator, run_scope
-from colorize.metrics import MetricSums
+from colorize.errors import ConfigError
 from colorize.models.saved import load_model
 from colorize.run_dir import model_folder
 
@@ -53,10 +54,10 @@ def evaluate_run(run_dir: Path, data_dir: Optional[str] = None, split: str = "te
 
 def _evaluate_split(config: Config, run_dir: Path, split: str, temperature: Optional[float], trust_code: bool,
                     accelerator: Accelerator) -> Dict[str, float]:
-    loaded = load_model(model_folder(run_dir), accelerator.device, temperature, trust_code)
+    model = load_model(model_folder(run_dir), accelerator.device, temperature, trust_code)
     classes = read_manifest(Path(config.data.dir))["classes"]
-    if classes != loaded.classes:
-        raise ConfigError(f"{config.data.dir} has classes {classes}, but {run_dir} was trained on {loaded.classes}")
+    if classes != model.classes:
+        raise ConfigError(f"{config.data.dir} has classes {classes}, but {run_dir} was trained on {model.classes}")
     loader = build_loaders(config.data, rank=accelerator.process_index, world=accelerator.num_processes,
                            device=accelerator.device, splits=(split,), train_split_for_training=False)[split]
-    return {**evaluate(loaded.model, loader, accelerator, classes), "split": split, "processes": accelerator.num_processes}
+    return {**evaluate(model, loader, accelerator, classes), "split": split, "processes": accelerator.num_processes}

@@ -14,8 +14,8 @@ from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import broadcast
 from torch import nn
 
-from colorize.config import ConfigError, TrainConfig
-from colorize.errors import ColorizeError
+from colorize.errors import ColorizeError, ConfigError
+from colorize.settings import TrainConfig
 
 
 class NotDistributedError(ColorizeError):

@@ -1,12 +1,14 @@
-"""Colourization networks, registered by name. Every module of this package is imported here,
-so a network added as one new file registers itself."""
-import importlib
-import pkgutil
+"""Colourization networks, registered by name in :data:`MODELS` (``model.name``): the
+built-in ones are registered here; register your own with ``@MODELS.register(name, Settings)``."""
+from colorize.models.base import Colorizer
+from colorize.models.factory import MODELS, create_model
+from colorize.models.fusion import FusionColorizer, FusionSettings
+from colorize.models.prediction import Prediction
+from colorize.models.residual import ResidualFusionColorizer, ResidualFusionSettings
+from colorize.models.unet import UNetFusionColorizer
 
-from colorize.models.base import Colorizer, Prediction
-from colorize.models.registry import create_model
+MODELS.register("fusion", FusionSettings)(FusionColorizer)
+MODELS.register("residual_fusion", ResidualFusionSettings)(ResidualFusionColorizer)
+MODELS.register("unet_fusion", FusionSettings)(UNetFusionColorizer)
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
-
-__all__ = ["Colorizer", "Prediction", "create_model"]
+__all__ = ["MODELS", "Colorizer", "Prediction", "create_model"]

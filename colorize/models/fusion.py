@@ -14,12 +14,12 @@ from typing import Optional
 import torch
 from torch import nn
 
-from colorize.color import normalize_l
+from colorize.core.color import normalize_l
 from colorize.errors import ConfigError, check_positive
-from colorize.models.base import Colorizer, Prediction, average_with_mirror
+from colorize.models.base import Colorizer
 from colorize.models.conv import Conv2d
 from colorize.models.head import ColourHead, HeadSettings, colour_layer
-from colorize.registry import MODELS
+from colorize.models.prediction import Prediction, average_with_mirror
 
 GLOBAL_GRID = 4  # the global branch's view: the encoder's grid at 32 pixels
 
@@ -59,7 +59,6 @@ class FusionSettings(HeadSettings):
                               f"got {self.decoder_groups}")
 
 
-@MODELS.register("fusion", FusionSettings)
 class FusionColorizer(Colorizer):
     """With ``width`` w: encoder 1->w->2w->4w (three stride-2 4x4 convs, then a 3x3), mid-level
     4w, global features -> ``global_hidden`` -> ``global_dim``, fusion 1x1 conv, and a decoder

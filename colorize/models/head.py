@@ -1,18 +1,20 @@
 """The colour output every network ends in, chosen by ``model.head``: a and b regressed
 directly (``ab``), or scores over the ab bins (``bins``: Zhang, Isola and Efros 2016) decoded
-into ab by an annealed mean at ``model.temperature``, which can also be changed at use time."""
-from dataclasses import dataclass
+into ab by an annealed mean at ``model.temperature``, which can also be changed at use time
+(:func:`set_temperature`). The head reads the temperature from the network's settings, its one
+owner."""
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from colorize.ab_bins import annealed_mean
-from colorize.color import ab_from_network
+from colorize.core.ab_bins import annealed_mean
+from colorize.core.color import ab_from_network
 from colorize.errors import ColorizeError, ConfigError, check_positive
-from colorize.models.base import Prediction
 from colorize.models.conv import Conv2d
+from colorize.models.prediction import Prediction
 
 HEADS = ("ab", "bins")
 BIN_CENTRES = "head.decoder.centres"  # where a network's bin centres are in its state dict
@@ -47,13 +49,13 @@ class BinDecoder(nn.Module):
     """Bin scores at half resolution -> ab by annealed mean, upsampled to full resolution; the
     bin centres are saved with the model."""
 
-    def __init__(self, centres: torch.Tensor, temperature: float):
+    def __init__(self, centres: torch.Tensor, settings: HeadSettings):
         super().__init__()
         self.register_buffer("centres", centres.float().clone())
-        self.temperature = temperature
+        self.settings = settings
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(annealed_mean(scores, self.centres, self.temperature), scale_factor=2,
+        return F.interpolate(annealed_mean(scores, self.centres, self.settings.temperature), scale_factor=2,
                              mode="bilinear", align_corners=False)
 
 
@@ -62,7 +64,8 @@ class ColourHead(nn.Module):
 
     def __init__(self, settings: HeadSettings, bins: Optional[torch.Tensor]):
         super().__init__()
-        self.decoder = BinDecoder(bins, settings.temperature) if settings.head == "bins" else None
+        self.settings = settings
+        self.decoder = BinDecoder(bins, settings) if settings.head == "bins" else None
 
     def forward(self, output: torch.Tensor, logits: Optional[torch.Tensor]) -> Prediction:
         if self.decoder is None:
@@ -77,9 +80,9 @@ def has_bin_head(model: nn.Module) -> bool:
 
 
 def set_temperature(model: nn.Module, temperature: float) -> None:
-    """Decode ``model``'s bin scores at ``temperature`` from now on."""
-    check_positive("--temperature", temperature)
+    """Decode ``model``'s bin scores at ``temperature`` from now on: its settings' temperature."""
     if not has_bin_head(model):
         raise ColorizeError(f"--temperature applies to networks with a bin head (model.head=bins); "
                             f"this {type(model).__name__} predicts ab directly")
-    model.head.decoder.temperature = temperature
+    settings = model.head.settings
+    settings.temperature = replace(settings, temperature=temperature).temperature  # replace checks it

@@ -10,7 +10,6 @@ from torch import nn
 from colorize.errors import check_positive
 from colorize.models.conv import Conv2d
 from colorize.models.fusion import FusionColorizer, FusionSettings
-from colorize.registry import MODELS
 
 
 @dataclass
@@ -45,7 +44,6 @@ def stage(cin: int, cout: int, blocks: int, stride: int, dilation: int = 1) -> n
                                                             for _ in range(blocks - 1)))
 
 
-@MODELS.register("residual_fusion", ResidualFusionSettings)
 class ResidualFusionColorizer(FusionColorizer):
     """Encoder: a 3x3 stem of w channels at full resolution, then three stages of ``blocks``
     residual blocks (2w, 4w, 4w channels, each halving the resolution); mid-level: ``blocks``

@@ -6,14 +6,12 @@ from typing import Optional
 import torch
 from torch import nn
 
-from colorize.color import normalize_l
-from colorize.models.base import Prediction
+from colorize.core.color import normalize_l
 from colorize.models.fusion import FusionColorizer, FusionSettings, conv_bn_relu, up_bn_relu
 from colorize.models.head import colour_layer
-from colorize.registry import MODELS
+from colorize.models.prediction import Prediction
 
 
-@MODELS.register("unet_fusion", FusionSettings)
 class UNetFusionColorizer(FusionColorizer):
     """Encoder, mid-level, global branch and fusion as in the fusion network; the decoder
     upsamples to 1/4 and 1/2 resolution, joins the encoder's features there and mixes them
@@ -25,7 +23,8 @@ class UNetFusionColorizer(FusionColorizer):
         super().__init__(settings, num_classes, resolution, bins)
         width, groups = settings.width, settings.decoder_groups
         self.up = nn.ModuleList([up_bn_relu(4 * width, 2 * width, groups), up_bn_relu(2 * width, width, groups)])
-        self.merge = nn.ModuleList([conv_bn_relu(4 * width, 2 * width, 3, 1, 1), conv_bn_relu(2 * width, width, 3, 1, 1)])
+        self.merge = nn.ModuleList([conv_bn_relu(4 * width, 2 * width, 3, 1, 1),
+                                    conv_bn_relu(2 * width, width, 3, 1, 1)])
         self.decoder = colour_layer(settings, width, groups, bins)
 
     def predict(self, l: torch.Tensor) -> Prediction:

@@ -1,0 +1,1 @@
+"""Benchmarks that print measured figures, against the original report's pipeline."""

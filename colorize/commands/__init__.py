@@ -1,0 +1,1 @@
+"""The library functions behind the commands: report, compare, list, export, colorize, launch."""

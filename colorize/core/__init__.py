@@ -1,0 +1,1 @@
+"""Primitives every layer above uses: colour conversion, ab bins, image decoding, metrics."""
