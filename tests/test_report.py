@@ -1,5 +1,6 @@
 """colorize report: runs as a Markdown table, seeds of one recipe in one row."""
 import json
+import shutil
 import statistics
 
 import pytest
@@ -87,6 +88,18 @@ def test_a_run_without_test_metrics_is_named(tmp_path):
     (run / "config.yaml").write_text("run:\n  name: unfinished\n")
     result = run_cli("report", run, check=False)
     assert result.returncode == 1 and "has no test metrics yet" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_run_whose_metrics_lack_a_figure_is_refused_by_name(tiny_runs, tmp_path):
+    root, _ = tiny_runs
+    run = tmp_path / "other"
+    shutil.copytree(root / "tiny-s0", run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    del metrics["test"]["ab_auc"]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    result = run_cli("report", run, check=False)
+    assert result.returncode == 1 and "metrics.json lacks 'ab_auc'" in result.stderr
+    assert "train the run again" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_compare_draws_every_run_on_the_same_validation_images(tiny_runs, tmp_path):

@@ -81,6 +81,14 @@ def recipes(run_dirs: Sequence[Path], trust_code: bool = False) -> Dict[str, Lis
     return {_recipe_name([s["run.name"] for _, s, _ in runs]): runs for runs in groups.values()}
 
 
+def _figure(read, run_dir: Path, metrics: dict) -> float:
+    try:
+        return read(metrics)
+    except KeyError as missing:
+        raise ColorizeError(f"{run_dir}/{METRICS} lacks {missing}: it was written by another version of "
+                            f"colorize; train the run again to report it") from None
+
+
 def report_table(run_dirs: Sequence[Path], trust_code: bool = False) -> str:
     """The Markdown table of ``run_dirs``, one row per recipe, in the order first seen; the
     runs' ``imports:`` and their models' modules are imported only with ``trust_code``."""
@@ -90,7 +98,7 @@ def report_table(run_dirs: Sequence[Path], trust_code: bool = False) -> str:
         first_dir, settings, _ = runs[0]
         row = {"recipe": recipe, **_network(first_dir, settings, trust_code)}
         for column, read, fmt in _FIGURES:
-            row[column] = _spread([read(m) for _, _, m in runs], fmt)
+            row[column] = _spread([_figure(read, run_dir, m) for run_dir, _, m in runs], fmt)
         row["seeds"] = ", ".join(str(s["train.seed"]) for _, s, _ in runs)
         machines = sorted({f"{m['device']} ({m['cpu']}), {m['world_size']} process"
                            f"{'es' if m['world_size'] > 1 else ''}, {precision_label(m['mixed_precision'])}"
