@@ -1,3 +1,4 @@
+"""``python -m colorize``: the same as the ``colorize`` command."""
 import sys
 
 from colorize.cli import main
