@@ -1,7 +1,7 @@
 import pytest
 from conftest import REPO, run_cli
 
-from colorize.config import load_config, save_config
+from colorize.config import flat_settings, load_config, save_config
 from colorize.errors import ConfigError
 from colorize.settings import CHOICES
 
@@ -25,6 +25,14 @@ def test_recipes_load_with_the_documented_values():
     assert reference.loss.class_weight == 1.0 and reference.train.epochs == 30 and reference.data.hflip
     smoke = load_config(str(REPO / "configs" / "smoke.yaml"))
     assert smoke.train.epochs <= 2 and smoke.data.train_limit
+
+
+def test_the_accurate_recipe_is_the_averaged_one_on_unet_fusion_with_batches_of_128():
+    averaged, accurate = (flat_settings(load_config(str(REPO / "configs" / f"{name}.yaml")))
+                          for name in ("averaged", "accurate"))
+    changed = {key: accurate[key] for key in accurate if accurate[key] != averaged.get(key)}
+    assert changed == {"run.name": "accurate", "model.name": "unet_fusion", "data.batch_size": 128,
+                       "train.ema": 0.99925}
 
 
 def test_overrides_and_the_run_dir():
