@@ -2,6 +2,8 @@
 overrides.
 
 ``load_config("configs/reference.yaml", ["optim.lr=3e-4"])`` returns a :class:`Config`.
+``base: NAME`` in a file builds on a recipe that colorize ships (``configs/NAME.yaml``): its
+settings first, then the file's.
 The sections ``model``, ``loss``, ``optim`` and ``schedule`` name a registered component and
 hold that component's own settings (:data:`REGISTRIES`); ``imports`` lists modules that
 register components of your own. Unknown keys, wrong types and out-of-range values raise
@@ -155,23 +157,37 @@ def _component(section: str, values: dict, origin: str) -> Component:
         raise _explain(error, f"{origin} ({section}.name={name})", settings, f"{section}.") from None
 
 
+RECIPES = Path(__file__).resolve().parent / "configs"  # the recipes colorize ships
+
+
+def _file_stages(path) -> List[Tuple[dict, str]]:
+    """The sections of the config file at ``path``, after those of the recipe its ``base:`` names."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path} does not exist")
+    content = _parse_yaml(Path(path).read_text(), f"config file {path}") or {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"config file {path} must hold sections such as train: and data:")
+    base = content.pop("base", None)
+    if base is None:
+        return [(content, str(path))]
+    shipped = sorted(recipe.stem for recipe in RECIPES.glob("*.yaml"))
+    if base not in shipped:
+        raise ConfigError(f"base: {base!r} in config file {path} is not a recipe colorize ships; "
+                          f"choose one of {', '.join(shipped)}")
+    return _file_stages(recipe_path(base)) + [(content, str(path))]
+
+
 def _stages(path: Optional[str], overrides: Sequence[str]) -> List[Tuple[dict, str]]:
-    """The config file's sections, then the overrides', each with where it came from."""
-    stages = []
-    if path is not None:
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file {path} does not exist")
-        content = _parse_yaml(Path(path).read_text(), f"config file {path}") or {}
-        if not isinstance(content, dict):
-            raise ConfigError(f"config file {path} must hold sections such as train: and data:")
-        stages.append((content, str(path)))
+    """The config file's sections (its base recipe's first), then the overrides', each with where
+    it came from."""
+    stages = [] if path is None else _file_stages(path)
     stages.append((_overrides_tree(overrides), "the command line"))
     return stages
 
 
 def recipe_path(name: str) -> Path:
     """The recipe ``name`` that colorize ships (``configs/NAME.yaml``, inside the package)."""
-    return Path(__file__).resolve().parent / "configs" / f"{name}.yaml"
+    return RECIPES / f"{name}.yaml"
 
 
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = (), trust_code: bool = True) -> Config:

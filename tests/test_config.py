@@ -35,6 +35,23 @@ def test_the_accurate_recipe_is_the_averaged_one_on_unet_fusion_with_batches_of_
                        "train.ema": 0.99925}
 
 
+def test_a_file_builds_on_the_recipe_its_base_names_under_its_own_settings_and_the_overrides(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("base: averaged\ndata:\n  batch_size: 64\noptim:\n  lr: 0.001\n")
+    config = load_config(str(mine), ["optim.lr=0.0005"])
+    averaged = load_config(str(REPO / "configs" / "averaged.yaml"))
+    assert (config.data.batch_size, config.optim.lr) == (64, 0.0005)
+    assert (config.data.shift, config.train.ema, config.optim.weight_decay) == (4, 0.9985, 0.05)
+    assert config.model == averaged.model and config.run.name == "averaged"
+
+
+def test_a_base_that_colorize_does_not_ship_is_refused_by_name(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("base: ../../etc/passwd\n")
+    with pytest.raises(ConfigError, match=r"base: '../../etc/passwd' in config file .*mine.yaml .*averaged"):
+        load_config(str(mine))
+
+
 def test_overrides_and_the_run_dir():
     config = load_config(None, ["data.dir=elsewhere", "run.name=x", "tracking.tags=[a,b]"])
     assert config.data.dir == "elsewhere" and str(config.run.path) == "runs/x"
