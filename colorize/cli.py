@@ -33,7 +33,8 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from colorize.engine.evaluate import evaluate_run
 
-    metrics = evaluate_run(Path(args.checkpoint), args.data, args.split, args.temperature, args.trust_code)
+    metrics = evaluate_run(Path(args.checkpoint), args.data, args.split, args.temperature, args.trust_code,
+                           args.shift_average)
     if metrics is None:  # not the main process
         return 0
     if args.json:
@@ -52,7 +53,8 @@ def _colorize(args) -> int:
     from colorize.commands.inference import colorize_files
 
     report = colorize_files(Path(args.checkpoint), args.inputs, Path(args.out), batch_size=args.batch_size,
-                            temperature=args.temperature, trust_code=args.trust_code)
+                            temperature=args.temperature, trust_code=args.trust_code,
+                            shift_average=args.shift_average)
     for line in report.failed:
         print(f"colorize colorize: error: {line}", file=sys.stderr)
     print(f"colourized {len(report.written)} images into {args.out}"
@@ -127,6 +129,8 @@ _TRUST_CODE_HELP = ("import the modules a run's imports: or a saved model's conf
                     "networks of their own; this runs their code, so only for runs and models you trust")
 _TEMPERATURE_HELP = ("for a network with a bin head: the annealed-mean temperature (1: the mean colour, "
                      "towards 0: the most likely one; default: the recipe's model.temperature)")
+_SHIFT_AVERAGE_HELP = ("also average each prediction over the image moved by one pixel up, down, left and right "
+                       "(5 times the evaluation time; default: the recipe's model.shift_average)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=SPLITS)
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument("--temperature", type=float, help=_TEMPERATURE_HELP)
+    evaluate.add_argument("--shift-average", action=argparse.BooleanOptionalAction, help=_SHIFT_AVERAGE_HELP)
     evaluate.add_argument("--trust-code", action="store_true", help=_TRUST_CODE_HELP)
     evaluate.set_defaults(run=_evaluate)
 
@@ -177,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     colorize.add_argument("--out", required=True, help="directory for the colourized PNGs")
     colorize.add_argument("--batch-size", type=int, default=16)
     colorize.add_argument("--temperature", type=float, help=_TEMPERATURE_HELP)
+    colorize.add_argument("--shift-average", action=argparse.BooleanOptionalAction, help=_SHIFT_AVERAGE_HELP)
     colorize.add_argument("--trust-code", action="store_true", help=_TRUST_CODE_HELP)
     colorize.set_defaults(run=_colorize)
 

@@ -68,6 +68,16 @@ def test_photos_keep_size_and_l_and_bad_files_are_reported(run_dir, photos, tmp_
         assert np.abs(rgb2lab(colourized)[..., 1:]).mean() > 2, name  # and coloured
 
 
+def test_shift_average_at_use_time_changes_the_colours_and_keeps_l(run_dir, photos, tmp_path):
+    colours = {}
+    for shift_average in (False, True):
+        out = tmp_path / str(shift_average)
+        colorize_files(run_dir, [photos / "chelsea.png"], out, shift_average=shift_average)
+        colours[shift_average] = np.asarray(Image.open(out / "chelsea.png"))
+        assert np.abs(rgb2lab(colours[shift_average])[..., 0] - rgb2lab(PHOTOS["chelsea"])[..., 0]).max() < 0.5
+    assert not np.array_equal(colours[False], colours[True])
+
+
 def test_an_image_over_the_pixel_limit_is_reported_and_the_others_processed(run_dir, tmp_path,
                                                                            monkeypatch):
     folder = tmp_path / "in"

@@ -4,6 +4,7 @@ import torch
 from colorize.errors import ConfigError
 from colorize.models import MODELS, create_model
 from colorize.models.fusion import FusionSettings
+from colorize.models.prediction import Prediction, average_views
 
 
 def build(**overrides):
@@ -84,14 +85,54 @@ def test_flip_average_predicts_the_mean_of_each_image_and_its_mirror_image_in_ev
     model = create_model(name, settings, num_classes=10, resolution=32).eval()
     l = torch.rand(3, 1, 32, 32) * 100
     averaged = model(l)
-    model.flip_average = False
+    settings.flip_average = False
     direct, mirrored = model(l), model(l.flip(-1))
     assert torch.allclose(averaged.ab, (direct.ab + mirrored.ab.flip(-1)) / 2, atol=1e-4)
     assert torch.allclose(averaged.logits, (direct.logits + mirrored.logits) / 2, atol=1e-4)
     assert not torch.allclose(averaged.ab, direct.ab, atol=1e-2)  # the mirror image does count
-    model.flip_average = True
+    settings.flip_average = True
     batches = []
     model.predict = lambda l, predict=model.predict: batches.append(len(l)) or predict(l)
     model.train()(l)
     model.eval()(l)
     assert batches == [3, 6]  # training sees each image once; evaluation it and its mirror, in one batch
+
+
+def _pointwise(l):
+    """A prediction that depends on each pixel alone (and a class score on the whole image)."""
+    return Prediction(torch.cat((l, l.square() / 100), dim=1), l.mean(dim=(1, 2, 3))[:, None].repeat(1, 10))
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_shift_average_puts_each_shifted_prediction_back_on_its_own_pixel(flip):
+    l = torch.rand(2, 1, 8, 8) * 100
+    averaged = average_views(_pointwise, l, flip=flip, shift=True)
+    # each view predicts every pixel it holds from that pixel alone, so the mean over views is exact
+    assert torch.allclose(averaged.ab, _pointwise(l).ab, atol=1e-5)
+    padded = torch.nn.functional.pad(l, (1, 1, 1, 1), mode="reflect")
+    views = [l, padded[..., 2:, 1:-1], padded[..., :-2, 1:-1], padded[..., 1:-1, 2:], padded[..., 1:-1, :-2]]
+    assert torch.allclose(averaged.logits, sum(_pointwise(v).logits for v in views) / 5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_shift_average_averages_five_views_in_eval_mode_only(name):
+    torch.manual_seed(0)
+    settings = MODELS.entry(name).settings(flip_average=True, shift_average=True)
+    model = create_model(name, settings, num_classes=10, resolution=32).eval()
+    l = torch.rand(3, 1, 32, 32) * 100
+    shifted = model(l)
+    settings.shift_average = False
+    flipped = model(l)
+    assert not torch.allclose(shifted.ab, flipped.ab, atol=1e-2)  # the shifted views do count
+    # an inner pixel is held by all five views: the mean of their flip-averaged predictions for it
+    padded = torch.nn.functional.pad(l, (1, 1, 1, 1), mode="reflect")
+    views = {(0, 0): l, (1, 0): padded[..., 2:, 1:-1], (-1, 0): padded[..., :-2, 1:-1],
+             (0, 1): padded[..., 1:-1, 2:], (0, -1): padded[..., 1:-1, :-2]}
+    mean = sum(model(view).ab.roll(shift, dims=(-2, -1)) for shift, view in views.items()) / 5
+    assert torch.allclose(shifted.ab[..., 1:-1, 1:-1], mean[..., 1:-1, 1:-1], atol=1e-4)
+    settings.shift_average = True
+    batches = []
+    model.predict = lambda l, predict=model.predict: batches.append(len(l)) or predict(l)
+    model.train()(l)
+    model.eval()(l)
+    assert batches == [3] + [6] * 5  # training sees each image once; evaluation five views and their mirror images

@@ -133,6 +133,16 @@ def test_temperature_at_use_time_changes_the_colours(vivid_run, small_dir):
     assert refused.returncode != 0 and "model.temperature must be positive" in refused.stderr
 
 
+def test_shift_average_at_use_time_averages_the_colours_of_five_views(vivid_run):
+    plain, averaged = evaluate_run(vivid_run), evaluate_run(vivid_run, shift_average=True)
+    assert averaged["ab_l1"] != plain["ab_l1"]
+    assert averaged["colorfulness_pred"] < plain["colorfulness_pred"]  # a mean of views is less saturated
+    result = run_cli("evaluate", "--checkpoint", vivid_run, "--shift-average", "--json")
+    assert json.loads(result.stdout)["ab_l1"] == pytest.approx(averaged["ab_l1"], rel=1e-6)
+    result = run_cli("evaluate", "--checkpoint", vivid_run, "--no-shift-average", "--json")
+    assert json.loads(result.stdout)["ab_l1"] == pytest.approx(plain["ab_l1"], rel=1e-6)
+
+
 def test_colourizing_photos_of_any_size_at_a_temperature_keeps_their_l(vivid_run, tmp_path):
     photo = tmp_path / "in" / "wide.png"
     photo.parent.mkdir()

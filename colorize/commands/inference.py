@@ -94,10 +94,11 @@ def _output_paths(files: List[Path], out_dir: Path, report: Report) -> Dict[Path
 
 def colorize_files(model_path: Path, inputs: Iterable[str], out_dir: Path, batch_size: int = 16,
                    device: Optional[torch.device] = None, temperature: Optional[float] = None,
-                   trust_code: bool = False) -> Report:
+                   trust_code: bool = False, shift_average: Optional[bool] = None) -> Report:
     """Colourize every readable image among ``inputs`` into ``out_dir`` as ``<name>.png`` with
     the model saved at ``model_path`` (a run directory, whose best model is used, or an export),
-    decoding bin scores at ``temperature`` (default: the model's); ``trust_code``: see
+    decoding bin scores at ``temperature`` and averaging over one-pixel shifts if
+    ``shift_average`` (defaults: the model's); ``trust_code``: see
     :func:`colorize.models.saved.load_model`."""
     files, failed = expand_inputs(inputs)
     report = Report(failed=failed)
@@ -105,7 +106,7 @@ def colorize_files(model_path: Path, inputs: Iterable[str], out_dir: Path, batch
     if not targets and not report.failed:
         raise ColorizeError("no input images given")
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(model_folder(model_path), device, temperature, trust_code)
+    model = load_model(model_folder(model_path), device, temperature, trust_code, shift_average)
     pending = list(targets)
     with tqdm(total=len(pending), desc="colourizing", unit=" images") as progress:
         for start in range(0, len(pending), batch_size):

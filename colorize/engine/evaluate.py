@@ -33,10 +33,12 @@ def evaluate(model: nn.Module, loader: SplitLoader, accelerator: Accelerator,
 
 
 def evaluate_run(run_dir: Path, data_dir: Optional[str] = None, split: str = "test",
-                 temperature: Optional[float] = None, trust_code: bool = False) -> Optional[Dict[str, float]]:
+                 temperature: Optional[float] = None, trust_code: bool = False,
+                 shift_average: Optional[bool] = None) -> Optional[Dict[str, float]]:
     """Metrics of ``run_dir``'s best model on ``split`` of ``data_dir`` (default: the run's own
     data), with the run's loader and precision settings, returned on the main process (None on
-    the others); bin scores decoded at ``temperature`` (default: the model's). The run's
+    the others); bin scores decoded at ``temperature`` and predictions averaged over one-pixel
+    shifts if ``shift_average`` (defaults: the model's). The run's
     ``imports:`` and its model's module are imported only with ``trust_code``."""
     config = load_run_config(run_dir, trust_code=trust_code)
     if data_dir is not None:
@@ -45,16 +47,16 @@ def evaluate_run(run_dir: Path, data_dir: Optional[str] = None, split: str = "te
     with run_scope():
         accelerator, _ = create_accelerator(config.train)
         try:
-            metrics = _evaluate_split(config, Path(run_dir), split, temperature, trust_code, accelerator)
+            model = load_model(model_folder(run_dir), accelerator.device, temperature, trust_code, shift_average)
+            metrics = _evaluate_split(config, model, Path(run_dir), split, accelerator)
             accelerator.wait_for_everyone()
             return metrics if accelerator.is_main_process else None
         finally:
             accelerator.end_training()  # leave the process group cleanly
 
 
-def _evaluate_split(config: Config, run_dir: Path, split: str, temperature: Optional[float], trust_code: bool,
+def _evaluate_split(config: Config, model: nn.Module, run_dir: Path, split: str,
                     accelerator: Accelerator) -> Dict[str, float]:
-    model = load_model(model_folder(run_dir), accelerator.device, temperature, trust_code)
     classes = read_manifest(Path(config.data.dir))["classes"]
     if classes != model.classes:
         raise ConfigError(f"{config.data.dir} has classes {classes}, but {run_dir} was trained on {model.classes}")

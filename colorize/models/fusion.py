@@ -19,7 +19,7 @@ from colorize.errors import ConfigError, check_positive
 from colorize.models.base import Colorizer
 from colorize.models.conv import Conv2d
 from colorize.models.head import ColourHead, HeadSettings, colour_layer
-from colorize.models.prediction import Prediction, average_with_mirror
+from colorize.models.prediction import Prediction, average_views
 
 GLOBAL_GRID = 4  # the global branch's view: the encoder's grid at 32 pixels
 
@@ -99,7 +99,6 @@ class FusionColorizer(Colorizer):
             colour_layer(settings, width, decoder_groups, bins),
         )
         self.head = ColourHead(settings, bins)
-        self.flip_average = settings.flip_average
 
     def fuse(self, features: torch.Tensor):
         """The encoder's output -> (mid-level features fused with the global summary, the summary)."""
@@ -109,9 +108,10 @@ class FusionColorizer(Colorizer):
         return self.fusion(torch.cat((mid, tiled), dim=1)), summary
 
     def forward(self, l: torch.Tensor) -> Prediction:
-        if self.training or not self.flip_average:
+        settings = self.head.settings
+        if self.training or not (settings.flip_average or settings.shift_average):
             return self.predict(l)
-        return average_with_mirror(self.predict(torch.cat((l, l.flip(-1)))))
+        return average_views(self.predict, l, settings.flip_average, settings.shift_average)
 
     def predict(self, l: torch.Tensor) -> Prediction:
         fused, summary = self.fuse(self.encoder(normalize_l(l)))

@@ -25,6 +25,7 @@ class HeadSettings:
     head: str = "ab"  # ab: regress a and b | bins: scores over the ab bins, decoded by annealed mean
     temperature: float = 0.38  # bins: 1 decodes the mean colour, towards 0 the most likely one
     flip_average: bool = False  # in eval mode, average the predictions for the image and its mirror image
+    shift_average: bool = False  # in eval mode, also average those for the image moved by one pixel each way
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -86,3 +87,12 @@ def set_temperature(model: nn.Module, temperature: float) -> None:
                             f"this {type(model).__name__} predicts ab directly")
     settings = model.head.settings
     settings.temperature = replace(settings, temperature=temperature).temperature  # replace checks it
+
+
+def set_shift_average(model: nn.Module, shift_average: bool) -> None:
+    """Average ``model``'s predictions in eval mode over one-pixel shifts of the image, or not,
+    from now on: its settings' ``shift_average``."""
+    if not isinstance(getattr(model, "head", None), ColourHead):
+        raise ColorizeError(f"--shift-average applies to colorize's networks; this {type(model).__name__} "
+                            f"has no colour head whose settings hold the averages")
+    model.head.settings.shift_average = shift_average

@@ -17,7 +17,7 @@ from colorize.core.color import AB_SCALE, L_CENTER, L_HALF_RANGE
 from colorize.errors import ColorizeError
 from colorize.io import replace_directory, staging_directory
 from colorize.models.factory import MODELS, create_model
-from colorize.models.head import BIN_CENTRES, set_temperature
+from colorize.models.head import BIN_CENTRES, set_shift_average, set_temperature
 
 MODEL_CONFIG, MODEL_WEIGHTS, MODEL_CARD = "config.json", "model.safetensors", "README.md"
 COLOUR_SCALING = {"l_center": L_CENTER, "l_half_range": L_HALF_RANGE, "ab_scale": AB_SCALE}
@@ -58,10 +58,11 @@ def is_saved_model(folder) -> bool:
 
 
 def load_model(folder, device="cpu", temperature: Optional[float] = None,
-               trust_code: bool = False) -> torch.nn.Module:
+               trust_code: bool = False, shift_average: Optional[bool] = None) -> torch.nn.Module:
     """The network saved in ``folder``, on ``device``, in eval mode, with what it was saved with as
     attributes: ``name`` (registered), ``settings``, ``classes`` and ``resolution``. A network
-    with a bin head decodes at ``temperature`` (default: its recipe's). A network colorize does not know is
+    with a bin head decodes at ``temperature``, and predictions are averaged over one-pixel
+    shifts if ``shift_average`` (defaults: its recipe's). A network colorize does not know is
     registered by importing the module its config names, which runs that module's code: only
     with ``trust_code``."""
     folder = Path(folder)
@@ -85,6 +86,8 @@ def load_model(folder, device="cpu", temperature: Optional[float] = None,
         raise SavedModelError(f"cannot load the model in {folder}: {error}") from None
     if temperature is not None:
         set_temperature(model, temperature)
+    if shift_average is not None:
+        set_shift_average(model, shift_average)
     return model.to(torch.device(device)).eval()
 
 
