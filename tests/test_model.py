@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from colorize.errors import ConfigError
+from colorize.errors import ColorizeError, ConfigError
 from colorize.models import MODELS, create_model
 from colorize.models.fusion import FusionSettings
+from colorize.models.head import set_shift_average
 from colorize.models.prediction import Prediction, average_views
 
 
@@ -136,3 +137,8 @@ def test_shift_average_averages_five_views_in_eval_mode_only(name):
     model.train()(l)
     model.eval()(l)
     assert batches == [3] + [6] * 5  # training sees each image once; evaluation five views and their mirror images
+
+
+def test_shift_average_is_refused_by_name_for_a_network_without_a_colour_head():
+    with pytest.raises(ColorizeError, match="--shift-average applies to colorize's networks"):
+        set_shift_average(torch.nn.Conv2d(1, 2, 3), True)

@@ -44,15 +44,16 @@ def average_views(predict: Callable[[torch.Tensor], Prediction], l: torch.Tensor
         return centre
     height, width = l.shape[-2:]
     padded = F.pad(l, (1, 1, 1, 1), mode="reflect")
-    ab, count = centre.ab.clone(), torch.ones(1, 1, height, width, device=l.device)
-    logits = None if centre.logits is None else centre.logits.clone()
+    # sums in float32, whatever precision the network computes in
+    ab, count = centre.ab.to(torch.float32, copy=True), torch.ones(1, 1, height, width, device=l.device)
+    logits = None if centre.logits is None else centre.logits.to(torch.float32, copy=True)
     for rows, columns in ONE_PIXEL_SHIFTS:
         moved = view(padded[..., 1 + rows:1 + rows + height, 1 + columns:1 + columns + width])
         # moved[y, x] is the prediction for pixel (y + rows, x + columns), where that is in the image
-        held = (..., slice(max(rows, 0), height + min(rows, 0)), slice(max(columns, 0), width + min(columns, 0)))
-        seen = (..., slice(max(-rows, 0), height - max(rows, 0)), slice(max(-columns, 0), width - max(columns, 0)))
-        ab[held] += moved.ab[seen]
-        count[held] += 1
+        pixels = (..., slice(max(rows, 0), height + min(rows, 0)), slice(max(columns, 0), width + min(columns, 0)))
+        of_moved = (..., slice(max(-rows, 0), height - max(rows, 0)), slice(max(-columns, 0), width - max(columns, 0)))
+        ab[pixels] += moved.ab[of_moved]
+        count[pixels] += 1
         if logits is not None:
             logits += moved.logits
     return Prediction(ab / count, None if logits is None else logits / (1 + len(ONE_PIXEL_SHIFTS)), centre.ab_scores)
