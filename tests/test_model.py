@@ -99,6 +99,14 @@ def test_flip_average_predicts_the_mean_of_each_image_and_its_mirror_image_in_ev
     assert batches == [3, 6]  # training sees each image once; evaluation it and its mirror, in one batch
 
 
+def _one_pixel_views(l):
+    """The image and the image moved by one pixel each way, mirrored at the edges, by the
+    (rows, columns) that each view is rolled by to put its pixels back in place."""
+    padded = torch.nn.functional.pad(l, (1, 1, 1, 1), mode="reflect")
+    return {(0, 0): l, (1, 0): padded[..., 2:, 1:-1], (-1, 0): padded[..., :-2, 1:-1],
+            (0, 1): padded[..., 1:-1, 2:], (0, -1): padded[..., 1:-1, :-2]}
+
+
 def _pointwise(l):
     """A prediction that depends on each pixel alone (and a class score on the whole image)."""
     return Prediction(torch.cat((l, l.square() / 100), dim=1), l.mean(dim=(1, 2, 3))[:, None].repeat(1, 10))
@@ -110,8 +118,7 @@ def test_shift_average_puts_each_shifted_prediction_back_on_its_own_pixel(flip):
     averaged = average_views(_pointwise, l, flip=flip, shift=True)
     # each view predicts every pixel it holds from that pixel alone, so the mean over views is exact
     assert torch.allclose(averaged.ab, _pointwise(l).ab, atol=1e-5)
-    padded = torch.nn.functional.pad(l, (1, 1, 1, 1), mode="reflect")
-    views = [l, padded[..., 2:, 1:-1], padded[..., :-2, 1:-1], padded[..., 1:-1, 2:], padded[..., 1:-1, :-2]]
+    views = _one_pixel_views(l).values()
     assert torch.allclose(averaged.logits, sum(_pointwise(v).logits for v in views) / 5, atol=1e-4)
 
 
@@ -126,10 +133,7 @@ def test_shift_average_averages_five_views_in_eval_mode_only(name):
     flipped = model(l)
     assert not torch.allclose(shifted.ab, flipped.ab, atol=1e-2)  # the shifted views do count
     # an inner pixel is held by all five views: the mean of their flip-averaged predictions for it
-    padded = torch.nn.functional.pad(l, (1, 1, 1, 1), mode="reflect")
-    views = {(0, 0): l, (1, 0): padded[..., 2:, 1:-1], (-1, 0): padded[..., :-2, 1:-1],
-             (0, 1): padded[..., 1:-1, 2:], (0, -1): padded[..., 1:-1, :-2]}
-    mean = sum(model(view).ab.roll(shift, dims=(-2, -1)) for shift, view in views.items()) / 5
+    mean = sum(model(view).ab.roll(shift, dims=(-2, -1)) for shift, view in _one_pixel_views(l).items()) / 5
     assert torch.allclose(shifted.ab[..., 1:-1, 1:-1], mean[..., 1:-1, 1:-1], atol=1e-4)
     settings.shift_average = True
     batches = []
