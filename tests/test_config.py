@@ -27,12 +27,12 @@ def test_recipes_load_with_the_documented_values():
     assert smoke.train.epochs <= 2 and smoke.data.train_limit
 
 
-def test_the_accurate_recipe_is_the_averaged_one_on_unet_fusion_with_batches_of_128_for_40_epochs():
+def test_the_accurate_recipe_is_the_averaged_one_on_unet_fusion_with_batches_of_128_for_40_epochs_and_shifts_averaged():
     averaged, accurate = (flat_settings(load_config(str(REPO / "configs" / f"{name}.yaml")))
                           for name in ("averaged", "accurate"))
     changed = {key: accurate[key] for key in accurate if accurate[key] != averaged.get(key)}
-    assert changed == {"run.name": "accurate", "model.name": "unet_fusion", "data.batch_size": 128,
-                       "train.ema": 0.99925, "train.epochs": 40, "train.patience": 40}
+    assert changed == {"run.name": "accurate", "model.name": "unet_fusion", "model.shift_average": True,
+                       "data.batch_size": 128, "train.ema": 0.99925, "train.epochs": 40, "train.patience": 40}
 
 
 def test_a_file_builds_on_the_recipe_its_base_names_under_its_own_settings_and_the_overrides(tmp_path):
