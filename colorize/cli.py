@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     training = benches.add_parser("train", help="training images/s against the report's pipeline and "
                                                "the machine's matmul peak")
     training.add_argument("--data", required=True, help="a prepared directory")
-    training.add_argument("--steps", type=int, default=16, help="timed batches per entry, after as many warm-up ones")
+    training.add_argument("--steps", type=int, help="timed batches per entry, after as many warm-up ones "
+                          "(default: more on a GPU than on a CPU; the table says how many)")
     training.add_argument("--batch-size", type=int, default=512)
     training.add_argument("--skip", nargs="+", default=[],
                           choices=("fp32", "bf16", "eager", "captured", "make_train", "cpu_ddp"),

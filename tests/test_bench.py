@@ -2,13 +2,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import run_cli
 
 from colorize.bench.loader import format_loader_table
 from colorize.bench.prepare import format_prepare_table
 from colorize.bench.profile import profile_step
 from colorize.bench.report_pipeline import stored_rgb
-from colorize.bench.train import format_train_table
+from colorize.bench.train import format_train_table, matmul_sizes
 from colorize.data.loaders import build_loaders
 from colorize.data.prepare import PrepareSettings, prepare
 from colorize.settings import DataConfig
@@ -44,6 +45,12 @@ def test_training_benchmark_measures_every_entry_against_the_peak(small_dir):
     table = format_train_table(figures).splitlines()
     assert [line.split()[0] for line in table[1:len(entries) + 1]] == list(entries)
     assert "matmul peak" in table[-2] and "cores" in table[-1]
+
+
+def test_the_peaks_are_measured_on_products_that_fill_the_device():
+    assert matmul_sizes(torch.device("cuda"), native_bf16=True) == {"fp32": 8192, "bf16": 8192}
+    assert matmul_sizes(torch.device("cpu"), native_bf16=True) == {"fp32": 2048, "bf16": 2048}
+    assert matmul_sizes(torch.device("cpu"), native_bf16=False) == {"fp32": 2048, "bf16": 512}
 
 
 def test_the_training_benchmark_measures_a_network_with_a_bin_head(small_dir):

@@ -110,3 +110,12 @@ def test_ffcv_batches_on_the_gpu_equal_the_memory_loaders(small_dir):
     for ffcv, memory in zip(batches("ffcv"), batches("memory"), strict=True):
         for a, b in zip(ffcv, memory):
             assert torch.equal(a, b)
+
+
+def test_the_matmul_peak_is_measured_on_products_large_enough_for_the_gpu():
+    from colorize.bench.machine import matmul_peak
+    from colorize.bench.train import matmul_sizes
+
+    device = torch.device("cuda")
+    size = matmul_sizes(device, native_bf16=True)["bf16"]
+    assert matmul_peak(torch.bfloat16, device, size, rounds=2) > matmul_peak(torch.bfloat16, device, 1024, rounds=2)

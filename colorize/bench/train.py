@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -38,6 +38,16 @@ from colorize.models.base import gflop_per_image
 from colorize.run_dir import METRICS
 
 RECIPE = recipe_path("reference")
+DEFAULT_STEPS = {"cpu": 16, "cuda": 80}  # a GPU takes milliseconds for 16 batches: too short to time well
+
+
+def matmul_sizes(device: torch.device, native_bf16: bool) -> Dict[str, int]:
+    """The side of the square products that measure each precision's peak: 8192 on a GPU (smaller
+    ones leave its cores idle and time kernel launches), 2048 on a CPU, and 512 for bf16 that the
+    CPU emulates (so slow that 512 shows its rate in reasonable time)."""
+    if device.type == "cuda":
+        return {"fp32": 8192, "bf16": 8192}
+    return {"fp32": 2048, "bf16": 2048 if native_bf16 else 512}
 
 
 def training_run(data_dir: Path, run_dir: Path, steps: int, batch_size: int, precision: str,
@@ -58,13 +68,15 @@ def training_run(data_dir: Path, run_dir: Path, steps: int, batch_size: int, pre
             "data_wait_fraction": epoch["data_wait_fraction"]}
 
 
-def train_benchmark(data_dir: Path, steps: int = 16, batch_size: int = 512, skip: Sequence[str] = (),
+def train_benchmark(data_dir: Path, steps: Optional[int] = None, batch_size: int = 512, skip: Sequence[str] = (),
                     overrides: Sequence[str] = ()) -> Dict:
     """Every entry of the module's docstring but those in ``skip`` (``bf16`` is skipped where
-    it is not native), with the machine's matmul peaks; ``overrides`` (``key=value`` settings)
-    apply to the ``colorize train`` entries."""
+    it is not native), each timed over ``steps`` batches (default: :data:`DEFAULT_STEPS` of the
+    device), with the machine's matmul peaks; ``overrides`` (``key=value`` settings) apply to the
+    ``colorize train`` entries."""
     config = load_config(str(RECIPE), overrides)  # a mistyped setting fails here, not in a training run
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    steps = DEFAULT_STEPS[device.type] if steps is None else steps
     manifest = read_manifest(data_dir)
     native_bf16 = has_native_bf16(device.type == "cuda")
     print("timing the report's pipeline...", file=sys.stderr, flush=True)
@@ -86,8 +98,7 @@ def train_benchmark(data_dir: Path, steps: int = 16, batch_size: int = 512, skip
                                          [*overrides, *settings])
     ours = gflop_per_image(build_model(config, manifest, data_prior(config, manifest, data_dir)),
                            manifest["resolution"])
-    # emulated bf16 is so slow that products of 512 x 512 show its rate in reasonable time
-    sizes = {"fp32": 2048, "bf16": 2048 if native_bf16 else 512}
+    sizes = matmul_sizes(device, native_bf16)
     peaks = {name: matmul_peak(dtype, device, sizes[name])
              for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     for entry in entries.values():
