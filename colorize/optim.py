@@ -5,8 +5,9 @@ Optimizers put no weight decay on norms and biases. An optimizer factory is call
 ``factory(settings, groups, lr)``, with ``device=`` the parameters' training device too when
 it has a ``device`` parameter; the built-in ones use torch's fused kernels on CUDA and foreach
 kernels elsewhere (see :func:`kernels`). A schedule is a factor of ``optim.lr``
-as a function of the optimizer step, stepped once per optimizer step; it saves only the step
-count, so a resumed run follows the same sequence.
+as a function of the optimizer step and the run's total steps, stepped once per optimizer step;
+it saves only the step count, so a resumed run follows the same sequence (a longer one from the
+step reached when the resume raises ``train.epochs``).
 """
 import inspect
 import math

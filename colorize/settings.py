@@ -75,7 +75,7 @@ class TrainConfig:
     min_delta: float = 0.0  # improvement smaller than this does not count
     # the best epoch is chosen among those whose val colourfulness ratio reaches this, once one does
     min_colorfulness: float = 0.0
-    log_every: int = 20  # steps between logged train losses
+    log_every: int = 20  # batches between logged train losses
     threads: Optional[int] = None  # torch threads per process; default: cores / local processes
     channels_last: bool = True  # NHWC memory layout for the convolutions (faster on CPU and GPU)
     sync_batchnorm: bool = False  # BatchNorm statistics over all processes (GPUs only)

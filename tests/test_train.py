@@ -99,6 +99,16 @@ def test_diverging_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(cifa
     assert (run_dir / "last" / "model.safetensors").is_file()
 
 
+def test_a_loss_that_diverges_within_an_epoch_is_never_checkpointed(cifar_dir, two_epochs, tmp_path):
+    run_dir = tmp_path / "diverge-within"
+    shutil.copytree(two_epochs, run_dir)
+    result = run_cli("train", "--resume", run_dir, "train.epochs=4", "optim.lr=1e30", "train.checkpoint_every=1",
+                     "train.log_every=1000", check=False)
+    assert result.returncode == 1 and "training loss became" in result.stderr, result.stderr
+    for name, tensor in load_file(run_dir / "last" / "model.safetensors").items():
+        assert torch.isfinite(tensor).all(), name
+
+
 def test_auto_chooses_fp32_when_the_cpu_kernels_are_limited_to_avx2(cifar_dir, tmp_path):
     run_dir = tmp_path / "avx2"
     result = run_cli("train", "--config", REPO / "configs" / "smoke.yaml", f"data.dir={cifar_dir}",
@@ -284,7 +294,7 @@ print(loaded)
         assert torch.equal(load_file(out / "model.safetensors")[name], tensor), name
 
 
-TWO_PRECISIONS_IN_ONE_PROCESS = """
+RUNS_IN_ONE_PROCESS = """
 import sys, torch
 sys.path.insert(0, {tests!r})
 from conftest import smoke_config
@@ -295,16 +305,18 @@ expected = torch.rand(3)
 torch.manual_seed(1234)
 for index, precision in enumerate(("no", "bf16", "auto", "no")):
     config = smoke_config({data!r}, f"{runs}/{{index}}", "train.epochs=1", "data.train_limit=128",
-                          "data.eval_limit=64", "train.threads=1", f"train.mixed_precision={{precision}}")
+                          "data.eval_limit=64", "train.threads=1", f"train.mixed_precision={{precision}}",
+                          f"train.deterministic={{str(index == 1).lower()}}")
     print("trained in", train(config)["mixed_precision"])
 assert torch.get_num_threads() == threads, (torch.get_num_threads(), threads)
+assert not torch.are_deterministic_algorithms_enabled()  # as before the deterministic run
 assert torch.equal(torch.rand(3), expected)  # the caller's random stream goes on as if no run had happened
 """
 
 
 @pytest.mark.parametrize("kernels", [{}, AVX2_ONLY], ids=["this-cpu", "avx2-only"])
-def test_runs_in_any_precisions_follow_one_another_in_one_process(cifar_dir, tmp_path, kernels):
-    code = TWO_PRECISIONS_IN_ONE_PROCESS.format(tests=str(REPO / "tests"), data=str(cifar_dir), runs=str(tmp_path))
+def test_runs_in_any_precisions_and_modes_follow_one_another_in_one_process(cifar_dir, tmp_path, kernels):
+    code = RUNS_IN_ONE_PROCESS.format(tests=str(REPO / "tests"), data=str(cifar_dir), runs=str(tmp_path))
     environment = {k: v for k, v in os.environ.items() if k not in AVX2_ONLY} | kernels
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
     assert result.returncode == 0, result.stderr

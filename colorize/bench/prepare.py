@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 from tqdm import tqdm
 
-from colorize.bench.loader import machine_description
+from colorize.bench.machine import machine_description
 from colorize.data.listing import default_cache_dir
 
 _CLASSES = 10

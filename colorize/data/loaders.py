@@ -114,8 +114,8 @@ class SplitLoader:
         raise NotImplementedError
 
     def _on_device(self, tensors: Tuple[torch.Tensor, ...]) -> Tuple[torch.Tensor, ...]:
-        """A raw batch on the training device."""
-        return tuple(tensor.to(self.spec.device, non_blocking=True) for tensor in tensors)
+        """A raw batch on the training device (where the in-memory loader's already are)."""
+        return tensors
 
     def __iter__(self) -> Iterator[Batch]:
         spec = self.spec

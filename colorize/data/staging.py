@@ -1,7 +1,7 @@
 """Host batches to a CUDA device without the host waiting: each batch is copied into one of a
 ring of pinned buffers and from there to the device on a copy stream of its own, which the
-compute stream waits for on the device. A buffer is refilled only once its copy of
-``slots`` batches before has finished, so the host runs at most that far ahead."""
+compute stream waits for on the device. A buffer is refilled only once its copy to the device,
+``slots`` batches before, has finished, so the host never overwrites a batch still being copied."""
 from typing import List, Optional, Sequence, Tuple
 
 import torch

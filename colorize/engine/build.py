@@ -40,7 +40,7 @@ class Training:
     state: TrainState
     effective_batch: int
     average: Optional[WeightAverage]  # with train.ema
-    step_mode: StepMode
+    step_mode: StepMode  # eager from the moment a capture fails
     step: Optional[Callable] = None  # (batch, group size, whether the optimizer steps) -> loss parts
 
     def __post_init__(self):

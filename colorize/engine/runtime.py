@@ -128,9 +128,12 @@ def _clear_accelerate_state() -> None:
 @contextlib.contextmanager
 def run_scope() -> Iterator[None]:
     """The process-wide state a run changes, given back when it ends, however it ends: its
-    Accelerator's settings, torch's thread count and the random generators (Python's, NumPy's
-    and torch's). Any number of runs, with any settings, can follow one another in one process."""
+    Accelerator's settings, torch's thread count, its deterministic algorithms and the random
+    generators (Python's, NumPy's and torch's). Any number of runs, with any settings, can follow
+    one another in one process."""
     threads = torch.get_num_threads()
+    deterministic = (torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled())
     python_state, numpy_state = random.getstate(), np.random.get_state()
     cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if cuda else []):
@@ -139,6 +142,7 @@ def run_scope() -> Iterator[None]:
         finally:
             _clear_accelerate_state()
             torch.set_num_threads(threads)
+            torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
             random.setstate(python_state)
             np.random.set_state(numpy_state)
 

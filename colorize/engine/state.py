@@ -16,7 +16,7 @@ class EpochProgress:
     batches: int  # of the epoch, trained on
     world: int  # the processes that trained them (each one's share of the epoch depends on their number)
     seen: torch.Tensor  # (samples,) int32 on the CPU: how often each training sample was trained on
-    total: dict  # the epoch's loss sums (_Window.state)
+    total: dict  # the epoch's loss sums (LossWindow.state)
     window: dict  # those since the last log line
 
 

@@ -150,9 +150,10 @@ class CapturedStep:
                 losses = training.loss(training.model(self.inputs.l), self.inputs)
                 training.accelerator.backward(losses["total"])
                 _update_parameters(training)
-        except RuntimeError as error:
+        except Exception as error:  # whatever stops the capture; a real fault recurs in the eager step
             torch.cuda.set_stream(stream)  # a failed capture can leave its own stream current
-            self.failed = str(error).splitlines()[0]
+            self.failed = _first_cause(error)
+            training.step_mode = StepMode(False, f"the step cannot be captured: {self.failed}")
             training.accelerator.print(f"the training step cannot be captured in a CUDA graph ({self.failed}); "
                                        "training on eagerly")
             plain_learning_rates(optimizer)
@@ -167,6 +168,15 @@ def step_runner(training):
     if training.step_mode.captured:
         return CapturedStep(training)
     return functools.partial(eager_step, training)
+
+
+def _first_cause(error: BaseException) -> str:
+    """The first line of the error that started ``error``'s chain: a capture that fails inside
+    ``torch.cuda.graph`` ends in a generic error about the invalidated capture."""
+    while error.__context__ is not None:
+        error = error.__context__
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _tensors(batch) -> Tuple[torch.Tensor, ...]:

@@ -76,8 +76,10 @@ def _accumulation_groups(batches: int, accum: int, first: int = 0):
         yield index, end - start, index + 1 == end
 
 
-def _save_within_epoch(training: Training, sums: EpochSums, batches: int) -> None:
-    """Write ``last/`` with how far into the epoch the run is (every process calls this)."""
+def _save_within_epoch(training: Training, sums: EpochSums, epoch: int, batches: int) -> None:
+    """Write ``last/`` with how far into the epoch the run is (every process calls this), unless
+    the epoch's loss is no longer finite: ``last/`` stays the last good checkpoint."""
+    _check_finite(sums.total.read(training.accelerator), epoch + 1, training.state.step, training.config.run.path)
     training.state.progress = sums.progress(training.accelerator, batches)
     checkpoint.save_last(training.accelerator, training.config.run.path, training.checkpointed)
     training.state.progress = None
@@ -114,7 +116,7 @@ def train_epoch(training: Training, epoch: int) -> Dict[str, float]:
             sums.window = LossWindow(accelerator.device)
         # every checkpoint_every steps, but for the epoch's last (fit saves last/ after it)
         if steps and every and state.step % every == 0 and index + 1 < len(loader):
-            _save_within_epoch(training, sums, index + 1)
+            _save_within_epoch(training, sums, epoch, index + 1)
     bar.close()
     return sums.total.read(accelerator) | sums.coverage(accelerator) | {"lr": learning_rate_now(training.optimizer)}
 
