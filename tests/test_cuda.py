@@ -1,6 +1,9 @@
 """The training step on a CUDA GPU: precision chosen from the GPU, deterministic training,
 SyncBatchNorm, the step captured in a CUDA graph, and batches staged through pinned memory.
 Skipped without a GPU; the training data are tensors on the device."""
+import threading
+import time
+
 import pytest
 import torch
 from accelerate.utils import set_seed
@@ -120,6 +123,30 @@ def test_an_optimizer_with_its_step_counts_on_the_host_trains_eagerly(tmp_path, 
     assert "cannot be captured in a CUDA graph" in capsys.readouterr().out
     assert not training.step_mode.captured and values["samples_seen_once"] == 512
     assert training.optimizer.state[next(training.plain_model.parameters())]["step"] == 8
+
+
+def test_the_step_is_captured_while_another_thread_calls_cuda(tmp_path):
+    """A loader's thread (FFCV's) goes on calling CUDA while the step is captured: here, pinned
+    allocations, which a capture that minded every thread would refuse."""
+    stop, errors = threading.Event(), []
+
+    def loader_thread():
+        try:
+            while not stop.is_set():
+                torch.empty(1 << 20, dtype=torch.uint8, pin_memory=True)
+                time.sleep(0.0005)
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    thread = threading.Thread(target=loader_thread, daemon=True)
+    thread.start()
+    try:
+        training, values, _ = train_one_epoch(tmp_path, "train.cuda_graphs=on")
+    finally:
+        stop.set()
+        thread.join()
+    assert training.step.graph is not None and training.step_mode.captured, training.step_mode.reason
+    assert not errors and values["samples_seen_once"] == 512
 
 
 def test_pinned_staging_delivers_every_batch_intact():

@@ -146,7 +146,8 @@ class CapturedStep:
         torch.cuda.synchronize()
         graph, stream = torch.cuda.CUDAGraph(), torch.cuda.current_stream()
         try:
-            with torch.cuda.graph(graph):
+            # thread_local: the loader's threads (FFCV's) go on calling CUDA during the capture
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 losses = training.loss(training.model(self.inputs.l), self.inputs)
                 training.accelerator.backward(losses["total"])
                 _update_parameters(training)
