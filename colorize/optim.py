@@ -35,6 +35,9 @@ class OptimizerSettings:
 
     def __post_init__(self):
         check_positive("optim.lr", self.lr)
+        if self.lr > torch.finfo(torch.float32).max:
+            raise ConfigError(f"optim.lr={self.lr} is beyond float32, in which the optimizers compute; "
+                              "pick a learning rate such as 1e-3")
         if self.weight_decay < 0:
             raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
 

@@ -94,6 +94,7 @@ def test_booleans_numbers_and_null_are_typed_by_the_setting(tmp_path, key, text,
     (["data.batch_size=0"], "data.batch_size must be positive"),
     (["loss.name=bins_class", "loss.rebalance_mix=0"], r"loss.rebalance_mix must be in \(0, 1\]"),
     (["train.min_colorfulness=-0.5"], "train.min_colorfulness must be at least 0"),
+    (["optim.lr=1e39"], "optim.lr=1e[+]?39 is beyond float32"),
     (["epochs"], "must look like key=value"),
 ])
 def test_bad_settings_are_named(overrides, message):

@@ -3,7 +3,7 @@ import torch
 
 from colorize.errors import ColorizeError, ConfigError
 from colorize.models import MODELS, create_model
-from colorize.models.fusion import FusionSettings
+from colorize.models.fusion import FusionSettings, GridPool
 from colorize.models.head import set_shift_average
 from colorize.models.prediction import Prediction, average_views
 
@@ -77,6 +77,26 @@ def test_the_global_branch_sees_a_fixed_size_view_so_parameters_do_not_grow_with
     model = create_model(name, None, num_classes=10, resolution=128).eval()
     prediction = model(torch.rand(1, 1, 128, 128) * 100)
     assert prediction.ab.shape == (1, 2, 128, 128) and prediction.logits.shape == (1, 10)
+
+
+@pytest.mark.parametrize("size", [4, 8, 16, 6, 3])
+def test_the_global_view_pools_as_adaptive_pooling_does(size):
+    features = torch.randn(2, 5, size, size)
+    torch.testing.assert_close(GridPool(4)(features), torch.nn.functional.adaptive_avg_pool2d(features, 4))
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("resolution", [32, 64])
+def test_training_uses_no_operation_whose_cuda_gradient_cannot_be_deterministic(name, resolution):
+    """``train.deterministic`` on CUDA refuses such operations (adaptive pooling's gradient among
+    them) at the first backward pass."""
+    model = create_model(name, None, num_classes=10, resolution=resolution).train()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        prediction = model(torch.rand(2, 1, resolution, resolution) * 100)
+        (prediction.ab.float().mean() + prediction.logits.float().mean()).backward()
+    used = {event.key for event in profiler.key_averages()}
+    assert not used & {"aten::_adaptive_avg_pool2d_backward", "aten::adaptive_max_pool2d_backward",
+                       "aten::embedding_dense_backward", "aten::index_add_"}, used
 
 
 @pytest.mark.parametrize("name", MODELS.names())

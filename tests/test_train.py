@@ -99,12 +99,15 @@ def test_diverging_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(cifa
     assert (run_dir / "last" / "model.safetensors").is_file()
 
 
-def test_a_loss_that_diverges_within_an_epoch_is_never_checkpointed(cifar_dir, two_epochs, tmp_path):
+@pytest.mark.parametrize("lr, problem", [(1e30, "training loss became"), (3e38, "weights became")])
+def test_a_run_that_diverges_within_an_epoch_is_never_checkpointed(cifar_dir, two_epochs, tmp_path, lr, problem):
+    """At 1e30 the weights stay finite for a step, and the next batch's loss is not; at 3e38 the
+    first step makes them infinite (the largest float32 is 3.4e38) after a finite loss."""
     run_dir = tmp_path / "diverge-within"
     shutil.copytree(two_epochs, run_dir)
-    result = run_cli("train", "--resume", run_dir, "train.epochs=4", "optim.lr=1e30", "train.checkpoint_every=1",
+    result = run_cli("train", "--resume", run_dir, "train.epochs=4", f"optim.lr={lr}", "train.checkpoint_every=1",
                      "train.log_every=1000", check=False)
-    assert result.returncode == 1 and "training loss became" in result.stderr, result.stderr
+    assert result.returncode == 1 and problem in result.stderr, result.stderr
     for name, tensor in load_file(run_dir / "last" / "model.safetensors").items():
         assert torch.isfinite(tensor).all(), name
 

@@ -147,7 +147,7 @@ class CapturedStep:
         graph, stream = torch.cuda.CUDAGraph(), torch.cuda.current_stream()
         try:
             # thread_local: the loader's threads (FFCV's) go on calling CUDA during the capture
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"), _host_waits_raise():
                 losses = training.loss(training.model(self.inputs.l), self.inputs)
                 training.accelerator.backward(losses["total"])
                 _update_parameters(training)
@@ -171,11 +171,27 @@ def step_runner(training):
     return functools.partial(eager_step, training)
 
 
+@contextlib.contextmanager
+def _host_waits_raise():
+    """Within: an operation that would make the host wait for the GPU (``.item()``, a boolean
+    mask) raises before it reaches CUDA, so a step that waits fails its capture without
+    invalidating it, which some torch releases do not recover from."""
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+
+
 def _first_cause(error: BaseException) -> str:
-    """The first line of the error that started ``error``'s chain: a capture that fails inside
-    ``torch.cuda.graph`` ends in a generic error about the invalidated capture."""
-    while error.__context__ is not None:
-        error = error.__context__
+    """The first line of the error that started ``error``'s chain (a capture that fails inside
+    ``torch.cuda.graph`` can end in a generic error about the capture)."""
+    while True:
+        cause = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+        if cause is None:
+            break
+        error = cause
     lines = str(error).splitlines()
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 

@@ -57,13 +57,20 @@ class RunExists(ColorizeError):
     """A new run would overwrite an existing one."""
 
 
-def _check_finite(values: Dict[str, float], epoch: int, step: int, run_dir: Path) -> None:
+def _check_finite(values: Dict[str, float], epoch: int, step: int, run_dir: Path,
+                  model: Optional[torch.nn.Module] = None) -> None:
+    """Stop the run if the loss in ``values``, or a weight of ``model`` (checked before a save),
+    is no longer finite."""
     if not math.isfinite(values["loss"]):
-        raise TrainingDiverged(
-            f"the training loss became {values['loss']} in epoch {epoch} (step {step}); stopped. "
-            f"The last good checkpoint is {run_dir / LAST} (resume with colorize train "
-            f"--resume {run_dir}); try a lower optim.lr or train.mixed_precision=no"
-        )
+        problem = f"the training loss became {values['loss']}"
+    elif model is not None and not torch.stack([p.isfinite().all() for p in model.parameters()]).all():
+        problem = "the weights became infinite or NaN"
+    else:
+        return
+    raise TrainingDiverged(
+        f"{problem} in epoch {epoch} (step {step}); stopped. The last good checkpoint is {run_dir / LAST} "
+        f"(resume with colorize train --resume {run_dir}); try a lower optim.lr or train.mixed_precision=no"
+    )
 
 
 def _accumulation_groups(batches: int, accum: int, first: int = 0):
@@ -78,8 +85,9 @@ def _accumulation_groups(batches: int, accum: int, first: int = 0):
 
 def _save_within_epoch(training: Training, sums: EpochSums, epoch: int, batches: int) -> None:
     """Write ``last/`` with how far into the epoch the run is (every process calls this), unless
-    the epoch's loss is no longer finite: ``last/`` stays the last good checkpoint."""
-    _check_finite(sums.total.read(training.accelerator), epoch + 1, training.state.step, training.config.run.path)
+    the epoch's loss or the weights are no longer finite: ``last/`` stays the last good checkpoint."""
+    _check_finite(sums.total.read(training.accelerator), epoch + 1, training.state.step, training.config.run.path,
+                  training.plain_model)
     training.state.progress = sums.progress(training.accelerator, batches)
     checkpoint.save_last(training.accelerator, training.config.run.path, training.checkpointed)
     training.state.progress = None
@@ -165,6 +173,7 @@ def fit(training: Training, visuals: Optional[EpochVisuals]) -> None:
         if state.early_stopping.should_stop:
             break
         train_values = train_epoch(training, epoch)
+        _check_finite(train_values, epoch + 1, state.step, config.run.path, plain_model)
         trained = time.perf_counter()
         sync_buffers(plain_model, accelerator)
         if training.average is not None:

@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from colorize.core.color import normalize_l
 from colorize.errors import ConfigError, check_positive
@@ -35,6 +36,25 @@ def conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1, padding: int
 
 def linear_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(cin, cout), nn.BatchNorm1d(cout), nn.ReLU(inplace=True))
+
+
+class GridPool(nn.Module):
+    """Average-pools a map to ``grid`` x ``grid`` cells, as ``nn.AdaptiveAvgPool2d`` does, but
+    with plain average pooling where the map's sides are multiples of ``grid`` (and nothing at
+    all where they equal it): its gradient is deterministic on CUDA, where adaptive pooling's
+    cannot run under ``train.deterministic``."""
+
+    def __init__(self, grid: int):
+        super().__init__()
+        self.grid = grid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        if height == width == self.grid:
+            return x
+        if height % self.grid == 0 and width % self.grid == 0:
+            return F.avg_pool2d(x, (height // self.grid, width // self.grid))
+        return F.adaptive_avg_pool2d(x, self.grid)
 
 
 def up_bn_relu(cin: int, cout: int, groups: int) -> nn.Sequential:
@@ -84,7 +104,7 @@ class FusionColorizer(Colorizer):
             conv_bn_relu(deep, deep, 3, 1, 1),
         )
         self.mid = nn.Sequential(conv_bn_relu(deep, deep, 3, 1, 1), conv_bn_relu(deep, deep, 3, 1, 2, 2))
-        self.global_view = nn.AdaptiveAvgPool2d(GLOBAL_GRID)  # the identity at 32 pixels
+        self.global_view = GridPool(GLOBAL_GRID)  # the identity at 32 pixels
         self.global_features = nn.Sequential(
             conv_bn_relu(deep, deep, 3, 1, 1),
             nn.Flatten(),
