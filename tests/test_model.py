@@ -79,14 +79,14 @@ def test_the_global_branch_sees_a_fixed_size_view_so_parameters_do_not_grow_with
     assert prediction.ab.shape == (1, 2, 128, 128) and prediction.logits.shape == (1, 10)
 
 
-@pytest.mark.parametrize("size", [4, 8, 16, 6, 3])
+@pytest.mark.parametrize("size", [4, 8, 16, 6, 3, 1])
 def test_the_global_view_pools_as_adaptive_pooling_does(size):
     features = torch.randn(2, 5, size, size)
     torch.testing.assert_close(GridPool(4)(features), torch.nn.functional.adaptive_avg_pool2d(features, 4))
 
 
 @pytest.mark.parametrize("name", MODELS.names())
-@pytest.mark.parametrize("resolution", [32, 64])
+@pytest.mark.parametrize("resolution", [16, 32, 48, 64])
 def test_training_uses_no_operation_whose_cuda_gradient_cannot_be_deterministic(name, resolution):
     """``train.deterministic`` on CUDA refuses such operations (adaptive pooling's gradient among
     them) at the first backward pass."""

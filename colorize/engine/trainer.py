@@ -11,6 +11,7 @@ metrics of the best model. Everything a run produces lands in its run directory
 (:mod:`colorize.engine.checkpoint`). Each run leaves the process as it found it
 (:func:`colorize.engine.runtime.run_scope`), so many can run one after another in one process.
 """
+import itertools
 import json
 import math
 import time
@@ -63,7 +64,7 @@ def _check_finite(values: Dict[str, float], epoch: int, step: int, run_dir: Path
     is no longer finite."""
     if not math.isfinite(values["loss"]):
         problem = f"the training loss became {values['loss']}"
-    elif model is not None and not torch.stack([p.isfinite().all() for p in model.parameters()]).all():
+    elif model is not None and not _all_finite(model):
         problem = "the weights became infinite or NaN"
     else:
         return
@@ -71,6 +72,12 @@ def _check_finite(values: Dict[str, float], epoch: int, step: int, run_dir: Path
         f"{problem} in epoch {epoch} (step {step}); stopped. The last good checkpoint is {run_dir / LAST} "
         f"(resume with colorize train --resume {run_dir}); try a lower optim.lr or train.mixed_precision=no"
     )
+
+
+def _all_finite(model: torch.nn.Module) -> bool:
+    """Whether every weight and floating-point buffer (BatchNorm's statistics) of ``model`` is finite."""
+    tensors = [t for t in itertools.chain(model.parameters(), model.buffers()) if t.is_floating_point()]
+    return bool(torch.stack([t.isfinite().all() for t in tensors]).all())
 
 
 def _accumulation_groups(batches: int, accum: int, first: int = 0):

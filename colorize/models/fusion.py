@@ -39,10 +39,10 @@ def linear_bn_relu(cin: int, cout: int) -> nn.Sequential:
 
 
 class GridPool(nn.Module):
-    """Average-pools a map to ``grid`` x ``grid`` cells, as ``nn.AdaptiveAvgPool2d`` does, but
-    with plain average pooling where the map's sides are multiples of ``grid`` (and nothing at
-    all where they equal it): its gradient is deterministic on CUDA, where adaptive pooling's
-    cannot run under ``train.deterministic``."""
+    """Average-pools a map to ``grid`` x ``grid`` cells, as ``nn.AdaptiveAvgPool2d`` does, with
+    operations whose gradients are deterministic on CUDA (adaptive pooling's cannot run under
+    ``train.deterministic``): nothing where the map is already that size, plain average pooling
+    where its sides are multiples of ``grid``, and products with averaging matrices otherwise."""
 
     def __init__(self, grid: int):
         super().__init__()
@@ -54,7 +54,13 @@ class GridPool(nn.Module):
             return x
         if height % self.grid == 0 and width % self.grid == 0:
             return F.avg_pool2d(x, (height // self.grid, width // self.grid))
-        return F.adaptive_avg_pool2d(x, self.grid)
+        return torch.einsum("ih,nchw,jw->ncij", self._averaging(height, x), x, self._averaging(width, x))
+
+    def _averaging(self, size: int, like: torch.Tensor) -> torch.Tensor:
+        """(grid, size): row i averages the positions of adaptive pooling's cell i (the pooled
+        rows of the identity, a constant)."""
+        identity = torch.eye(size, dtype=like.dtype, device=like.device)
+        return F.adaptive_avg_pool1d(identity[None], self.grid)[0].T
 
 
 def up_bn_relu(cin: int, cout: int, groups: int) -> nn.Sequential:
