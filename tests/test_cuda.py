@@ -96,6 +96,16 @@ def test_a_captured_step_trains_as_the_eager_one(tmp_path):
                    if not tensor.is_floating_point())  # BatchNorm's batch counts
 
 
+def trains_eagerly(tmp_path, capsys, cause):
+    """The training of :func:`train_one_epoch` with ``train.cuda_graphs=on``, whose capture fails
+    with ``cause`` and which trains on eagerly over the whole epoch."""
+    training, values, _ = train_one_epoch(tmp_path, "train.cuda_graphs=on")
+    out = capsys.readouterr().out
+    assert f"cannot be captured in a CUDA graph ({cause}" in out, out
+    assert not training.step_mode.captured and values["samples_seen_once"] == 512
+    return training
+
+
 def test_a_step_that_cannot_be_captured_trains_eagerly(tmp_path, capsys, monkeypatch):
     from colorize import losses
 
@@ -107,10 +117,7 @@ def test_a_step_that_cannot_be_captured_trains_eagerly(tmp_path, capsys, monkeyp
         return parts
 
     monkeypatch.setattr(losses.HuberClassLoss, "__call__", synchronising)
-    training, values, _ = train_one_epoch(tmp_path, "train.cuda_graphs=on")
-    out = capsys.readouterr().out
-    assert "cannot be captured in a CUDA graph (RuntimeError: called a synchronizing CUDA operation" in out, out
-    assert not training.step_mode.captured and values["samples_seen_once"] == 512
+    trains_eagerly(tmp_path, capsys, "RuntimeError: called a synchronizing CUDA operation")
 
 
 def test_an_optimizer_with_its_step_counts_on_the_host_trains_eagerly(tmp_path, capsys, monkeypatch):
@@ -120,10 +127,7 @@ def test_an_optimizer_with_its_step_counts_on_the_host_trains_eagerly(tmp_path, 
         return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)  # step counts on the CPU
 
     monkeypatch.setattr(build, "build_optimizer", foreach_adam)
-    training, values, _ = train_one_epoch(tmp_path, "train.cuda_graphs=on")
-    out = capsys.readouterr().out
-    assert "cannot be captured in a CUDA graph (AssertionError" in out, out
-    assert not training.step_mode.captured and values["samples_seen_once"] == 512
+    training = trains_eagerly(tmp_path, capsys, "AssertionError")
     assert training.optimizer.state[next(training.plain_model.parameters())]["step"] == 8
 
 

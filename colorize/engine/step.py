@@ -109,10 +109,9 @@ class CapturedStep:
         self.graph: Optional[torch.cuda.CUDAGraph] = None
         self.inputs = None  # the batch buffers the graph reads
         self.losses: Dict[str, torch.Tensor] = {}  # the loss parts the graph writes
-        self.failed: Optional[str] = None
 
     def __call__(self, batch, group_size: int, steps: bool) -> Dict[str, torch.Tensor]:
-        if self.failed is not None:
+        if not self.training.step_mode.captured:  # the capture failed
             return eager_step(self.training, batch, group_size, steps)
         if self.graph is None and self.eager_steps < CUDA_GRAPH_WARMUP:
             self.eager_steps += 1
@@ -153,9 +152,9 @@ class CapturedStep:
                 _update_parameters(training)
         except Exception as error:  # whatever stops the capture; a real fault recurs in the eager step
             torch.cuda.set_stream(stream)  # a failed capture can leave its own stream current
-            self.failed = _first_cause(error)
-            training.step_mode = StepMode(False, f"the step cannot be captured: {self.failed}")
-            training.accelerator.print(f"the training step cannot be captured in a CUDA graph ({self.failed}); "
+            cause = _first_cause(error)
+            training.step_mode = StepMode(False, f"the step cannot be captured: {cause}")
+            training.accelerator.print(f"the training step cannot be captured in a CUDA graph ({cause}); "
                                        "training on eagerly")
             plain_learning_rates(optimizer)
             optimizer.zero_grad(set_to_none=True)
