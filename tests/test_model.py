@@ -86,20 +86,6 @@ def test_the_global_view_pools_as_adaptive_pooling_does(size):
 
 
 @pytest.mark.parametrize("name", MODELS.names())
-@pytest.mark.parametrize("resolution", [16, 32, 48, 64])
-def test_training_uses_no_operation_whose_cuda_gradient_cannot_be_deterministic(name, resolution):
-    """``train.deterministic`` on CUDA refuses such operations (adaptive pooling's gradient among
-    them) at the first backward pass."""
-    model = create_model(name, None, num_classes=10, resolution=resolution).train()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
-        prediction = model(torch.rand(2, 1, resolution, resolution) * 100)
-        (prediction.ab.float().mean() + prediction.logits.float().mean()).backward()
-    used = {event.key for event in profiler.key_averages()}
-    assert not used & {"aten::_adaptive_avg_pool2d_backward", "aten::adaptive_max_pool2d_backward",
-                       "aten::embedding_dense_backward", "aten::index_add_"}, used
-
-
-@pytest.mark.parametrize("name", MODELS.names())
 def test_flip_average_predicts_the_mean_of_each_image_and_its_mirror_image_in_eval_mode_only(name):
     torch.manual_seed(0)
     settings = MODELS.entry(name).settings(flip_average=True)

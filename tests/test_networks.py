@@ -18,9 +18,9 @@ RESOLUTION = 32
 
 
 class Batch:
-    def __init__(self, count: int):
-        self.l = torch.rand(count, 1, RESOLUTION, RESOLUTION) * 100
-        self.ab = torch.randn(count, 2, RESOLUTION, RESOLUTION) * 20
+    def __init__(self, count: int, resolution: int = RESOLUTION):
+        self.l = torch.rand(count, 1, resolution, resolution) * 100
+        self.ab = torch.randn(count, 2, resolution, resolution) * 20
         self.label = torch.randint(0, len(CLASSES), (count,))
 
 
@@ -32,11 +32,11 @@ def heads_of(name):
 NETWORKS = [(name, head) for name in MODELS.names() for head in heads_of(name)]
 
 
-def network_and_loss(name, head):
+def network_and_loss(name, head, resolution=RESOLUTION):
     settings = MODELS.entry(name).settings(**({"head": head} if head != "ab" else {}))
     centres = gamut_bins()
     prior = AbPrior(centres, torch.full((len(centres),), 1 / len(centres)))
-    model = create_model(name, settings, len(CLASSES), RESOLUTION, bins=centres if head == "bins" else None)
+    model = create_model(name, settings, len(CLASSES), resolution, bins=centres if head == "bins" else None)
     loss = RebalancedBinLoss(BinsClassSettings(), prior) if head == "bins" else HuberClassLoss(HuberClassSettings())
     return model, loss
 
@@ -60,6 +60,32 @@ def test_a_training_step_reaches_every_parameter_and_lowers_the_loss(name, head)
         optimizer.step()
         losses.append(total.item())
     assert losses[-1] < losses[0]
+
+
+# What torch.use_deterministic_algorithms refuses on CUDA (its documentation), as the profiler names it.
+REFUSED_ON_CUDA = {
+    "aten::avg_pool3d_backward", "aten::_adaptive_avg_pool2d_backward", "aten::_adaptive_avg_pool3d_backward",
+    "aten::adaptive_max_pool2d_backward", "aten::fractional_max_pool2d_backward",
+    "aten::fractional_max_pool3d_backward", "aten::max_unpool1d", "aten::max_unpool2d", "aten::max_unpool3d",
+    "aten::upsample_linear1d_backward", "aten::upsample_bilinear2d_backward", "aten::upsample_bicubic2d_backward",
+    "aten::upsample_trilinear3d_backward", "aten::reflection_pad1d_backward", "aten::reflection_pad2d_backward",
+    "aten::reflection_pad3d_backward", "aten::nll_loss2d_forward", "aten::_ctc_loss_backward",
+    "aten::_embedding_bag_backward", "aten::put_", "aten::histc", "aten::bincount", "aten::median",
+    "aten::grid_sampler_2d_backward", "aten::grid_sampler_3d_backward", "aten::scatter_reduce",
+}
+
+
+@pytest.mark.parametrize("name,head", NETWORKS)
+@pytest.mark.parametrize("resolution", [16, 32, 48, 64])
+def test_a_training_step_uses_no_operation_that_deterministic_mode_refuses_on_cuda(name, head, resolution):
+    """``train.deterministic`` on CUDA would stop at the first such operation (adaptive pooling's
+    gradient, bilinear upsampling's, a per-pixel NLL loss)."""
+    model, loss = network_and_loss(name, head, resolution)
+    batch = Batch(2, resolution)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        loss(model.train()(batch.l), batch)["total"].backward()
+    used = {event.key for event in profiler.key_averages()}
+    assert "aten::convolution_backward" in used and not used & REFUSED_ON_CUDA, used & REFUSED_ON_CUDA
 
 
 @pytest.mark.parametrize("name,head", NETWORKS)
