@@ -89,7 +89,7 @@ def test_prepare_benchmark_measures_speed_and_peak_memory_of_the_prepare_command
 def test_per_item_images_from_float16_storage_match_float32(small_source, small_dir, tmp_path):
     half_dir = tmp_path / "half"
     prepare(str(small_source), half_dir, PrepareSettings(dtype="float16"))
-    half, full = (stored_rgb(build_loaders(DataConfig(dir=str(d), loader="memory"),
+    half, full = (stored_rgb(build_loaders(DataConfig(dir=str(d), loader="memory", batch_size=16),
                                            splits=("train",))["train"]) for d in (half_dir, small_dir))
     assert half.shape == full.shape == (108, 32, 32, 3)
     assert np.abs(half.astype(int) - full.astype(int)).max() <= 1

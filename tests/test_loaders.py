@@ -11,7 +11,7 @@ from colorize.data import loaders as loader_module
 from colorize.data.augment import flip_generator, shift, shift_generator
 from colorize.data.loaders import build_loaders, epoch_order
 from colorize.errors import ConfigError
-from colorize.settings import DataConfig
+from colorize.settings import LOADERS, DataConfig
 
 HERE = Path(__file__).parent
 
@@ -120,6 +120,14 @@ def test_a_shift_beyond_the_image_is_refused_by_name(small_dir):
         DataConfig(shift=-1)
 
 
+@pytest.mark.parametrize("kind", LOADERS)
+def test_a_batch_larger_than_the_training_split_is_refused_by_name(small_dir, kind):
+    """Training would otherwise run epochs of no batch and stop on a loss it never computed."""
+    with pytest.raises(ConfigError, match="a batch of 109 images per process is more than the 108 training images"):
+        loaders(small_dir, kind, batch_size=109)
+    assert len(loaders(small_dir, kind, batch_size=108)["train"]) == 1
+
+
 def test_batches_have_the_documented_shapes(small_dir):
     batch = next(iter(loaders(small_dir, "ffcv", batch_size=4)["val"]))
     assert batch.l.shape == (4, 1, 32, 32) and batch.ab.shape == (4, 2, 32, 32)
@@ -163,7 +171,7 @@ def test_the_memory_loader_refuses_a_split_larger_than_the_free_memory(small_dir
     monkeypatch.setattr(loader_module, "free_memory", lambda device: 2**19)  # half a MiB free
     with pytest.raises(ConfigError, match=r"train.beton \(108 images, 1.3 MiB\) on cpu, which has 0.5 MiB free; "
                                           r"use data.loader=ffcv"):
-        build_loaders(DataConfig(dir=str(small_dir), loader="memory"), splits=("train",))
+        build_loaders(DataConfig(dir=str(small_dir), loader="memory", batch_size=16), splits=("train",))
     assert loader_module.free_memory(torch.device("cpu")) > 0
 
 
@@ -174,5 +182,5 @@ def test_auto_holds_a_split_in_memory_only_where_it_fits(small_dir, monkeypatch,
     the free memory (on the host, shared by this machine's processes), and reads FFCV otherwise."""
     monkeypatch.setattr(loader_module, "free_memory", lambda device: free_mib * 2**20)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", local_processes)
-    loader = build_loaders(DataConfig(dir=str(small_dir), loader="auto"), splits=("train",))["train"]
+    loader = build_loaders(DataConfig(dir=str(small_dir), loader="auto", batch_size=16), splits=("train",))["train"]
     assert type(loader).__name__ == kind

@@ -87,10 +87,10 @@ def test_truncated_file_is_named_at_load_and_rebuilt_by_prepare(small_source, sm
     damaged = out / "train.beton"
     os.truncate(damaged, damaged.stat().st_size - 1)
     with pytest.raises(DataError, match="train.beton is damaged"):
-        build_loaders(DataConfig(dir=str(out)), splits=("train",))
+        build_loaders(DataConfig(dir=str(out), batch_size=16), splits=("train",))
     result = run_cli("prepare", "--data", small_source, "--out", out)
     assert "train.beton is damaged" in result.stdout and "rebuilding" in result.stdout
-    build_loaders(DataConfig(dir=str(out)), splits=("train",))  # readable again
+    build_loaders(DataConfig(dir=str(out), batch_size=16), splits=("train",))  # readable again
 
 
 def test_flipped_byte_is_detected(small_dir, tmp_path):
@@ -134,6 +134,14 @@ def test_bad_settings_are_named(small_source, tmp_path):
                      check=False)
     assert result.returncode == 1 and "--val-fraction" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_output_folder_that_cannot_be_made_is_named_in_one_line(small_source, tmp_path):
+    (tmp_path / "file").touch()
+    result = run_cli("prepare", "--data", small_source, "--out", tmp_path / "file" / "out", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == \
+        f"colorize prepare: error: {tmp_path / 'file' / 'out'}: Not a directory"
 
 
 def test_a_resolution_no_model_can_use_is_refused_before_any_work(small_source, tmp_path):

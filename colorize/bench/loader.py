@@ -44,7 +44,8 @@ def loader_benchmark(data_dir: Path, batch_size: int = 512, epochs: int = 3) -> 
             results[name] = {"images_per_s": _images_per_second(lambda loader=loader: loader, count, epochs, device)}
 
     print("timing the per-item pipeline...", file=sys.stderr, flush=True)
-    held = build_loaders(DataConfig(dir=str(data_dir), loader="memory"), splits=("train",))["train"]
+    held = build_loaders(DataConfig(dir=str(data_dir), loader="memory", batch_size=batch_size),
+                         splits=("train",))["train"]
     per_item = DataLoader(PerItemLabDataset(stored_rgb(held), held.labels.numpy()),
                           batch_size=batch_size, shuffle=True, drop_last=True,
                           num_workers=os.cpu_count(), persistent_workers=True)

@@ -73,7 +73,7 @@ def _forever(loader: DataLoader) -> Iterator:
 def report_pipeline(data_dir: Path, steps: int, batch_size: int, device: torch.device) -> Dict:
     """The report's pipeline: ``steps`` timed batches after ``steps`` warm-up ones."""
     manifest = read_manifest(data_dir)
-    data = DataConfig(dir=str(data_dir), loader="memory", train_limit=2 * steps * batch_size)
+    data = DataConfig(dir=str(data_dir), loader="memory", batch_size=batch_size, train_limit=2 * steps * batch_size)
     memory = build_loaders(data, splits=("train",))["train"]
     loader = DataLoader(PerItemLabDataset(stored_rgb(memory), memory.labels.numpy()), batch_size=batch_size,
                         shuffle=True, drop_last=True, num_workers=os.cpu_count(), persistent_workers=True)

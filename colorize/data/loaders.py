@@ -88,6 +88,10 @@ class SplitLoader:
         per_process = math.ceil(spec.count / spec.world)
         self._batches = (per_process // spec.batch_size if spec.train
                          else math.ceil(per_process / spec.batch_size))
+        if not self._batches:
+            raise ConfigError(f"data.batch_size: a batch of {spec.batch_size} images per process is more than the "
+                              f"{per_process} training images each of {spec.world} process(es) gets from "
+                              f"{spec.path}, so an epoch would have no batch; pick a smaller data.batch_size")
         self._real = len(range(spec.rank, spec.count, spec.world))  # the rest is padding
 
     def __len__(self) -> int:
