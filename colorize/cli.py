@@ -9,6 +9,17 @@ from colorize.data.manifest import SPLITS
 from colorize.errors import ColorizeError
 
 
+def _count(text: str) -> int:
+    """The argparse type of counts and sizes: a whole number from 1 on."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _prepare(args) -> int:
     from colorize.data.prepare import PrepareSettings, prepare
 
@@ -180,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a run directory (its best/ model is used) or a folder from colorize export")
     colorize.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, directories or globs")
     colorize.add_argument("--out", required=True, help="directory for the colourized PNGs")
-    colorize.add_argument("--batch-size", type=int, default=16)
+    colorize.add_argument("--batch-size", type=_count, default=16)
     colorize.add_argument("--temperature", type=float, help=_TEMPERATURE_HELP)
     colorize.add_argument("--shift-average", action=argparse.BooleanOptionalAction, help=_SHIFT_AVERAGE_HELP)
     colorize.add_argument("--trust-code", action="store_true", help=_TRUST_CODE_HELP)
@@ -209,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "in one picture")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     compare.add_argument("--out", required=True, help="the PNG to write")
-    compare.add_argument("--per-class", type=int, default=1, help="validation images per class")
+    compare.add_argument("--per-class", type=_count, default=1, help="validation images per class")
     compare.add_argument("--data", help="a prepared directory (default: the first run's data.dir)")
     compare.add_argument("--temperatures", type=float, nargs="+", default=(), metavar="T",
                          help="a row per temperature for runs whose network has a bin head")
@@ -225,16 +236,16 @@ def build_parser() -> argparse.ArgumentParser:
     benches = bench.add_subparsers(dest="bench", required=True)
     loader = benches.add_parser("loader", help="images/s of FFCV, the memory loader and per-item decoding")
     loader.add_argument("--data", required=True, help="a prepared directory")
-    loader.add_argument("--batch-size", type=int, default=512)
-    loader.add_argument("--epochs", type=int, default=3, help="timed epochs per loader, after a warm-up one")
+    loader.add_argument("--batch-size", type=_count, default=512)
+    loader.add_argument("--epochs", type=_count, default=3, help="timed epochs per loader, after a warm-up one")
     loader.add_argument("--json", action="store_true", help="print the figures as JSON")
     loader.set_defaults(run=_bench_loader)
     training = benches.add_parser("train", help="training images/s against the report's pipeline and "
                                                "the machine's matmul peak")
     training.add_argument("--data", required=True, help="a prepared directory")
-    training.add_argument("--steps", type=int, help="timed batches per entry, after as many warm-up ones "
+    training.add_argument("--steps", type=_count, help="timed batches per entry, after as many warm-up ones "
                           "(default: more on a GPU than on a CPU; the table says how many)")
-    training.add_argument("--batch-size", type=int, default=512)
+    training.add_argument("--batch-size", type=_count, default=512)
     training.add_argument("--skip", nargs="+", default=[],
                           choices=("fp32", "bf16", "eager", "captured", "make_train", "cpu_ddp"),
                           help="entries to leave out (the report's pipeline is the baseline of the others)")
@@ -246,9 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     training.set_defaults(run=_bench_train)
     preparing = benches.add_parser("prepare", help="images/s and peak memory of colorize prepare on "
                                                    "generated JPEG photos")
-    preparing.add_argument("--images", type=int, default=20_000, help="photos to generate and prepare")
-    preparing.add_argument("--size", type=int, default=256, help="the photos' side in pixels")
-    preparing.add_argument("--resolutions", type=int, nargs="+", default=[32, 64], metavar="R",
+    preparing.add_argument("--images", type=_count, default=20_000, help="photos to generate and prepare")
+    preparing.add_argument("--size", type=_count, default=256, help="the photos' side in pixels")
+    preparing.add_argument("--resolutions", type=_count, nargs="+", default=[32, 64], metavar="R",
                            help="a colorize prepare --resolution per entry")
     preparing.add_argument("--folder", type=Path, default=None,
                            help="where the photos are generated, or were (default: under $COLORIZE_CACHE)")
@@ -263,6 +274,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return args.run(args)
     except ColorizeError as error:
         print(f"colorize {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # what the file system refused: a folder that cannot be made, a full disk
+        where = "".join(f"{name}: " for name in (error.filename, error.filename2) if name is not None)
+        print(f"colorize {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"colorize {args.command}: interrupted", file=sys.stderr)

@@ -107,10 +107,12 @@ def test_out_must_not_overwrite_an_input(run_dir, tmp_path):
 
 
 def test_globs_files_and_directories(photos, tmp_path):
+    (tmp_path / "empty").mkdir()
     files, errors = expand_inputs([str(photos / "a*.png"), str(photos / "coffee.jpg"),
-                                   str(tmp_path / "none*")])
+                                   str(tmp_path / "none*"), str(tmp_path / "empty")])
     assert [f.name for f in files] == ["alpha.png", "astronaut.png", "coffee.jpg"]
-    assert len(errors) == 1 and "none*" in errors[0]
+    assert errors == [f"{tmp_path / 'none*'}: no such file, directory or matching glob",
+                      f"{tmp_path / 'empty'}: a directory with no files in it"]
     files, _ = expand_inputs([str(photos)])
     assert len(files) == 8
 

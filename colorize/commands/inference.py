@@ -34,14 +34,17 @@ class Report:
 
 def expand_inputs(inputs: Iterable[str]) -> Tuple[List[Path], List[str]]:
     """Files named directly, the files inside named directories, and glob matches, in order;
-    plus one error line per input that matches nothing."""
+    plus one error line per input that matches nothing or is an empty directory."""
     files, errors = [], []
     for item in inputs:
         path = Path(item)
         if path.is_file():
             files.append(path)
         elif path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            inside = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            files += inside
+            if not inside:
+                errors.append(f"{item}: a directory with no files in it")
         else:
             matches = sorted(Path(m) for m in glob.glob(item) if os.path.isfile(m))
             if matches:

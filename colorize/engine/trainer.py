@@ -135,6 +135,7 @@ def train_epoch(training: Training, epoch: int) -> Dict[str, float]:
     bar.close()
     return sums.total.read(accelerator) | sums.coverage(accelerator) | {"lr": learning_rate_now(training.optimizer)}
 
+
 def _write_metrics(training: Training, test: Optional[dict] = None) -> dict:
     config, state, accelerator, precision = training.config, training.state, training.accelerator, training.precision
     history = state.history

@@ -15,7 +15,7 @@ def resolution_multiple(name: str) -> int:
 
 
 def _fits(name: str, resolution: int) -> bool:
-    return resolution % resolution_multiple(name) == 0
+    return resolution > 0 and resolution % resolution_multiple(name) == 0
 
 
 def _needs(name: str, resolution: int) -> str:

@@ -1,0 +1,31 @@
+"""The command line's own checks: arguments refused by name before any work."""
+import pytest
+
+from colorize.cli import main
+
+COUNTS = [
+    ("colorize", "--checkpoint", "run", "photo.jpg", "--out", "out", "--batch-size"),
+    ("compare", "run", "--out", "compare.png", "--per-class"),
+    ("bench", "loader", "--data", "data", "--batch-size"),
+    ("bench", "loader", "--data", "data", "--epochs"),
+    ("bench", "train", "--data", "data", "--steps"),
+    ("bench", "train", "--data", "data", "--batch-size"),
+    ("bench", "prepare", "--images"),
+    ("bench", "prepare", "--size"),
+    ("bench", "prepare", "--resolutions"),
+]
+
+
+@pytest.mark.parametrize("arguments", COUNTS, ids=lambda arguments: " ".join(arguments[:2] + arguments[-1:]))
+@pytest.mark.parametrize("value, message", [("0", "must be at least 1, got 0"),
+                                            ("two", "expected a whole number, got 'two'")])
+def test_a_count_below_one_is_refused_by_name(arguments, value, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main([*arguments, value])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"argument {arguments[-1]}: {message}")
+
+
+def test_models_list_a_resolution_they_cannot_take(capsys):
+    assert main(["list", "--resolution", "0"]) == 0
+    assert capsys.readouterr().out.count("[does not take 0x0 images]") >= 3
