@@ -309,7 +309,7 @@ print(loaded)
 
 
 RUNS_IN_ONE_PROCESS = """
-import sys, torch
+import os, sys, torch
 sys.path.insert(0, {tests!r})
 from conftest import smoke_config
 from colorize.engine.trainer import train
@@ -324,6 +324,7 @@ for index, precision in enumerate(("no", "bf16", "auto", "no")):
     print("trained in", train(config)["mixed_precision"])
 assert torch.get_num_threads() == threads, (torch.get_num_threads(), threads)
 assert not torch.are_deterministic_algorithms_enabled()  # as before the deterministic run
+assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ  # set for the deterministic run only
 assert torch.equal(torch.rand(3), expected)  # the caller's random stream goes on as if no run had happened
 """
 
@@ -335,7 +336,8 @@ assert torch.equal(torch.rand(3), expected)  # the caller's random stream goes o
 ])
 def test_runs_in_any_precisions_and_modes_follow_one_another_in_one_process(cifar_dir, tmp_path, kernels):
     code = RUNS_IN_ONE_PROCESS.format(tests=str(REPO / "tests"), data=str(cifar_dir), runs=str(tmp_path))
-    environment = {k: v for k, v in os.environ.items() if k not in AVX2_ONLY} | kernels
+    unset = {*AVX2_ONLY, "CUBLAS_WORKSPACE_CONFIG"}
+    environment = {k: v for k, v in os.environ.items() if k not in unset} | kernels
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
     assert result.returncode == 0, result.stderr
     trained = [line.split()[-1] for line in result.stdout.splitlines() if line.startswith("trained in")]

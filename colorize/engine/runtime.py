@@ -17,6 +17,8 @@ from torch import nn
 from colorize.errors import ColorizeError, ConfigError
 from colorize.settings import TrainConfig
 
+# The environment variable deterministic cuBLAS products need (set by a deterministic run).
+CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"
 
 class NotDistributedError(ColorizeError):
     """Several processes were launched but they do not form one distributed job."""
@@ -125,13 +127,21 @@ def _clear_accelerate_state() -> None:
     GradientState._reset_state()
 
 
+def _restore_environment(name: str, value: Optional[str]) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
 @contextlib.contextmanager
 def run_scope() -> Iterator[None]:
     """The process-wide state a run changes, given back when it ends, however it ends: its
-    Accelerator's settings, torch's thread count, its deterministic algorithms and the random
-    generators (Python's, NumPy's and torch's). Any number of runs, with any settings, can follow
-    one another in one process."""
+    Accelerator's settings, torch's thread count, its deterministic algorithms (and the cuBLAS
+    workspace setting they need) and the random generators (Python's, NumPy's and torch's). Any
+    number of runs, with any settings, can follow one another in one process."""
     threads = torch.get_num_threads()
+    cublas_workspace = os.environ.get(CUBLAS_WORKSPACE)
     deterministic = (torch.are_deterministic_algorithms_enabled(),
                      torch.is_deterministic_algorithms_warn_only_enabled())
     python_state, numpy_state = random.getstate(), np.random.get_state()
@@ -143,6 +153,7 @@ def run_scope() -> Iterator[None]:
             _clear_accelerate_state()
             torch.set_num_threads(threads)
             torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+            _restore_environment(CUBLAS_WORKSPACE, cublas_workspace)
             random.setstate(python_state)
             np.random.set_state(numpy_state)
 
@@ -152,7 +163,7 @@ def create_accelerator(config: TrainConfig, log_with: Optional[str] = None) -> T
     the precision it computes in."""
     _clear_accelerate_state()
     if config.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before CUDA starts
+        os.environ.setdefault(CUBLAS_WORKSPACE, ":4096:8")  # before CUDA starts
     precision = resolve_precision(config.mixed_precision, torch.cuda.is_available())
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),  # several processes without a GPU: DDP on gloo
