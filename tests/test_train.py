@@ -19,6 +19,7 @@ from test_runtime import AVX2_ONLY
 from colorize import io
 from colorize.config import load_config
 from colorize.engine.checkpoint import CheckpointError
+from colorize.engine.runtime import CUBLAS_WORKSPACE
 from colorize.engine.trainer import train, train_from_cli
 from colorize.errors import ConfigError
 from colorize.models import create_model
@@ -324,7 +325,7 @@ for index, precision in enumerate(("no", "bf16", "auto", "no")):
     print("trained in", train(config)["mixed_precision"])
 assert torch.get_num_threads() == threads, (torch.get_num_threads(), threads)
 assert not torch.are_deterministic_algorithms_enabled()  # as before the deterministic run
-assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ  # set for the deterministic run only
+assert {cublas!r} not in os.environ  # set for the deterministic run only
 assert torch.equal(torch.rand(3), expected)  # the caller's random stream goes on as if no run had happened
 """
 
@@ -335,8 +336,9 @@ assert torch.equal(torch.rand(3), expected)  # the caller's random stream goes o
         torch.backends.cpu.get_cpu_capability() == "AVX2", reason="this CPU's kernels are AVX2 already: this-cpu")),
 ])
 def test_runs_in_any_precisions_and_modes_follow_one_another_in_one_process(cifar_dir, tmp_path, kernels):
-    code = RUNS_IN_ONE_PROCESS.format(tests=str(REPO / "tests"), data=str(cifar_dir), runs=str(tmp_path))
-    unset = {*AVX2_ONLY, "CUBLAS_WORKSPACE_CONFIG"}
+    code = RUNS_IN_ONE_PROCESS.format(tests=str(REPO / "tests"), data=str(cifar_dir), runs=str(tmp_path),
+                                      cublas=CUBLAS_WORKSPACE)
+    unset = {*AVX2_ONLY, CUBLAS_WORKSPACE}
     environment = {k: v for k, v in os.environ.items() if k not in unset} | kernels
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
     assert result.returncode == 0, result.stderr

@@ -20,6 +20,7 @@ from colorize.settings import TrainConfig
 # The environment variable deterministic cuBLAS products need (set by a deterministic run).
 CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"
 
+
 class NotDistributedError(ColorizeError):
     """Several processes were launched but they do not form one distributed job."""
 
