@@ -7,6 +7,7 @@ from typing import List, Optional
 
 from colorize.data.manifest import SPLITS
 from colorize.errors import ColorizeError
+from colorize.io import destination
 
 
 def _count(text: str) -> int:
@@ -275,8 +276,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ColorizeError as error:
         print(f"colorize {args.command}: error: {error}", file=sys.stderr)
         return 1
-    except OSError as error:  # what the file system refused: a folder that cannot be made, a full disk
-        where = "".join(f"{name}: " for name in (error.filename, error.filename2) if name is not None)
+    except OSError as error:  # what the file system refused (a folder that cannot be made, a full disk),
+        # named by the path asked for rather than the temporary name it was being written under
+        where = "".join(f"{destination(name)}: " for name in (error.filename, error.filename2) if name is not None)
         print(f"colorize {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -126,6 +126,12 @@ def staging_directory(path: Path) -> Path:
     return staging
 
 
+def destination(path) -> str:
+    """``path`` with each temporary name of this module in it (``.NAME.tmp-PID``,
+    ``.NAME.partial``, ``.NAME.old``) replaced by the name it stands for."""
+    return str(Path(*(re.sub(r"^\.(.+)\.(?:tmp-\d+|partial|old)$", r"\1", part) for part in Path(path).parts)))
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:

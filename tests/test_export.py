@@ -69,3 +69,11 @@ def test_an_earlier_export_is_replaced_only_with_replace(run_dir, tmp_path):
     with pytest.raises(ColorizeError, match="is not an earlier export"):
         export_run(run_dir, out, replace=True)
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_an_out_folder_that_cannot_be_made_is_named_as_given(run_dir, tmp_path):
+    (tmp_path / "file").touch()
+    out = tmp_path / "file" / "exported"
+    result = run_cli("export", run_dir, out, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"colorize export: error: {out}: Not a directory"]

@@ -61,3 +61,11 @@ def test_the_previous_version_stays_while_the_folder_is_missing(tmp_path, monkey
     monkeypatch.undo()
     io.replace_directory(source, target)
     assert (target / "a.bin").read_text() == "new" and not old.exists()
+
+
+def test_a_temporary_name_is_reported_as_the_path_it_stands_for(tmp_path):
+    out = tmp_path / "out"
+    for temporary in (io.temporary_path(out), io.staging_path(out), io.previous_version(out)):
+        assert io.destination(temporary) == str(out)
+        assert io.destination(temporary / "model.safetensors") == str(out / "model.safetensors")
+    assert io.destination(tmp_path / ".hidden" / "a.partial") == str(tmp_path / ".hidden" / "a.partial")
