@@ -11,7 +11,6 @@ metrics of the best model. Everything a run produces lands in its run directory
 (:mod:`colorize.engine.checkpoint`). Each run leaves the process as it found it
 (:func:`colorize.engine.runtime.run_scope`), so many can run one after another in one process.
 """
-import itertools
 import json
 import math
 import time
@@ -42,6 +41,7 @@ from colorize.engine.runtime import (
     sync_buffers,
 )
 from colorize.engine.step import learning_rate_now
+from colorize.engine.weight_average import floats_and_integers
 from colorize.errors import ColorizeError
 from colorize.io import atomic_write_text
 from colorize.models.saved import load_model, write_model
@@ -76,8 +76,8 @@ def _check_finite(values: Dict[str, float], epoch: int, step: int, run_dir: Path
 
 def _all_finite(model: torch.nn.Module) -> bool:
     """Whether every weight and floating-point buffer (BatchNorm's statistics) of ``model`` is finite."""
-    tensors = [t for t in itertools.chain(model.parameters(), model.buffers()) if t.is_floating_point()]
-    return bool(torch.stack([t.isfinite().all() for t in tensors]).all())
+    floats, _ = floats_and_integers(model)
+    return bool(torch.stack([t.isfinite().all() for t in floats]).all())
 
 
 def _accumulation_groups(batches: int, accum: int, first: int = 0):

@@ -21,7 +21,7 @@ from colorize.models import Colorizer
 MODULE, COUNT = "module.", "n_averaged"
 
 
-def _floats_and_integers(model: nn.Module) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+def floats_and_integers(model: nn.Module) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
     """The model's parameters and buffers, floating-point ones first, in a fixed order."""
     floats, integers = [], []
     for tensor in itertools.chain(model.parameters(), model.buffers()):
@@ -35,11 +35,11 @@ class WeightAverage:
         self.model = copy.deepcopy(model).requires_grad_(False)
         self.count = torch.zeros((), dtype=torch.long, device=next(model.parameters()).device)
         self.begun = False  # whether an update has happened: the next one averages, not copies
-        self._floats, self._integers = _floats_and_integers(self.model)  # updated in place, never replaced
+        self._floats, self._integers = floats_and_integers(self.model)  # updated in place, never replaced
 
     @torch.no_grad()
     def update(self, model: Colorizer) -> None:
-        current, current_integers = _floats_and_integers(model)
+        current, current_integers = floats_and_integers(model)
         if self.begun:
             torch._foreach_lerp_(self._floats, current, 1 - self.decay)
         else:
