@@ -57,13 +57,17 @@ class LossWindow:
 
     def read(self, accelerator: Accelerator) -> Dict[str, float]:
         """Global mean losses (``loss`` and ``loss_<part>``), images/s and the fraction of time
-        spent waiting for data."""
-        totals, images = self._global_sums(accelerator)
-        seconds = time.perf_counter() - self.started
+        spent waiting for data (every process calls this)."""
+        return self.values(self.state(accelerator))
+
+    @staticmethod
+    def values(state: dict) -> Dict[str, float]:
+        """What :meth:`read` returns, from a window's :meth:`state`."""
+        images, seconds = state["images"], state["seconds"]
         values = {"loss" if name == "total" else f"loss_{name}": total / max(images, 1)
-                  for name, total in zip(self.parts, totals)}
+                  for name, total in zip(state["parts"], state["sums"])}
         values.update(images=images, seconds=seconds, images_per_s=images / max(seconds, 1e-9),
-                      data_wait_fraction=self.wait / max(seconds, 1e-9))
+                      data_wait_fraction=state["wait"] / max(seconds, 1e-9))
         return values
 
 

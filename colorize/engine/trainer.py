@@ -93,9 +93,10 @@ def _accumulation_groups(batches: int, accum: int, first: int = 0):
 def _save_within_epoch(training: Training, sums: EpochSums, epoch: int, batches: int) -> None:
     """Write ``last/`` with how far into the epoch the run is (every process calls this), unless
     the epoch's loss or the weights are no longer finite: ``last/`` stays the last good checkpoint."""
-    _check_finite(sums.total.read(training.accelerator), epoch + 1, training.state.step, training.config.run.path,
+    progress = sums.progress(training.accelerator, batches)
+    _check_finite(LossWindow.values(progress.total), epoch + 1, training.state.step, training.config.run.path,
                   training.plain_model)
-    training.state.progress = sums.progress(training.accelerator, batches)
+    training.state.progress = progress
     checkpoint.save_last(training.accelerator, training.config.run.path, training.checkpointed)
     training.state.progress = None
 
