@@ -278,7 +278,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     except OSError as error:  # what the file system refused (a folder that cannot be made, a full disk),
         # named by the path asked for rather than the temporary name it was being written under
-        where = "".join(f"{destination(name)}: " for name in (error.filename, error.filename2) if name is not None)
+        names = dict.fromkeys(destination(name) for name in (error.filename, error.filename2) if name is not None)
+        where = "".join(f"{name}: " for name in names)
         print(f"colorize {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

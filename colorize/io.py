@@ -127,9 +127,10 @@ def staging_directory(path: Path) -> Path:
 
 
 def destination(path) -> str:
-    """``path`` with each temporary name of this module in it (``.NAME.tmp-PID``,
-    ``.NAME.partial``, ``.NAME.old``) replaced by the name it stands for."""
-    return str(Path(*(re.sub(r"^\.(.+)\.(?:tmp-\d+|partial|old)$", r"\1", part) for part in Path(path).parts)))
+    """``path`` with each temporary name that this process writes under in it
+    (``.NAME.tmp-PID``, ``.NAME.partial``) replaced by the name it stands for."""
+    pattern = rf"^\.(.+)\.(?:tmp-{os.getpid()}|partial)$"
+    return str(Path(*(re.sub(pattern, r"\1", part) for part in Path(path).parts)))
 
 
 def sha256_file(path: Path) -> str:

@@ -1,4 +1,7 @@
 """The command line's own checks: arguments refused by name before any work."""
+import errno
+import os
+
 import pytest
 
 from colorize.cli import main
@@ -29,3 +32,17 @@ def test_a_count_below_one_is_refused_by_name(arguments, value, message, capsys)
 def test_models_list_a_resolution_they_cannot_take(capsys):
     assert main(["list", "--resolution", "0"]) == 0
     assert capsys.readouterr().out.count("[does not take 0x0 images]") >= 3
+
+
+def test_a_refused_rename_is_named_once_by_the_path_asked_for(tmp_path, monkeypatch, capsys):
+    from colorize import io
+    from colorize.commands import export
+
+    out = tmp_path / "exported"
+
+    def full_disk(*_):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(io.staging_path(out)), None, str(out))
+
+    monkeypatch.setattr(export, "export_run", full_disk)
+    assert main(["export", str(tmp_path / "run"), str(out)]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"colorize export: error: {out}: No space left on device"]

@@ -65,7 +65,8 @@ def test_the_previous_version_stays_while_the_folder_is_missing(tmp_path, monkey
 
 def test_a_temporary_name_is_reported_as_the_path_it_stands_for(tmp_path):
     out = tmp_path / "out"
-    for temporary in (io.temporary_path(out), io.staging_path(out), io.previous_version(out)):
+    for temporary in (io.temporary_path(out), io.staging_path(out)):
         assert io.destination(temporary) == str(out)
         assert io.destination(temporary / "model.safetensors") == str(out / "model.safetensors")
-    assert io.destination(tmp_path / ".hidden" / "a.partial") == str(tmp_path / ".hidden" / "a.partial")
+    for other in (f".out.tmp-{os.getpid() + 1}", ".out.old", ".hidden/a.partial"):  # another process's, a user's
+        assert io.destination(tmp_path / other) == str(tmp_path / other)
