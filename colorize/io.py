@@ -12,6 +12,9 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
+_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)")  # what temporary_path names
+_STAGING_NAME = re.compile(r"\.(?P<name>.+)\.partial")  # what staging_path names
+
 
 def temporary_path(path: Path) -> Path:
     """A temporary name beside ``path`` (its folder created) that belongs to this process:
@@ -84,8 +87,8 @@ def _process_exists(pid: int) -> bool:
 def remove_stale_temporaries(directory: Path) -> None:
     """Remove the temporary paths of :func:`atomic_path` in ``directory`` whose process is gone."""
     for path in Path(directory).glob(".*.tmp-*"):
-        match = re.fullmatch(r"\..+\.tmp-(\d+)", path.name)
-        if match and not _process_exists(int(match.group(1))):
+        match = _TEMPORARY_NAME.fullmatch(path.name)
+        if match and not _process_exists(int(match["pid"])):
             remove(path)
 
 
@@ -129,8 +132,14 @@ def staging_directory(path: Path) -> Path:
 def destination(path) -> str:
     """``path`` with each temporary name that this process writes under in it
     (``.NAME.tmp-PID``, ``.NAME.partial``) replaced by the name it stands for."""
-    pattern = rf"^\.(.+)\.(?:tmp-{os.getpid()}|partial)$"
-    return str(Path(*(re.sub(pattern, r"\1", part) for part in Path(path).parts)))
+    return str(Path(*map(_stands_for, Path(path).parts)))
+
+
+def _stands_for(name: str) -> str:
+    temporary, staging = _TEMPORARY_NAME.fullmatch(name), _STAGING_NAME.fullmatch(name)
+    if temporary and int(temporary["pid"]) == os.getpid():
+        return temporary["name"]
+    return staging["name"] if staging else name
 
 
 def sha256_file(path: Path) -> str:
