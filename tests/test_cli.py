@@ -4,7 +4,9 @@ import os
 
 import pytest
 
+from colorize import io
 from colorize.cli import main
+from colorize.commands import export
 
 COUNTS = [
     ("colorize", "--checkpoint", "run", "photo.jpg", "--out", "out", "--batch-size"),
@@ -35,9 +37,6 @@ def test_models_list_a_resolution_they_cannot_take(capsys):
 
 
 def test_a_refused_rename_is_named_once_by_the_path_asked_for(tmp_path, monkeypatch, capsys):
-    from colorize import io
-    from colorize.commands import export
-
     out = tmp_path / "exported"
 
     def full_disk(*_):
