@@ -1,6 +1,10 @@
 """Durable output: what is renamed into place is on the disk first, and a replaced folder's
-previous version stays until the new one is in place."""
+previous version stays until the new one is in place; checksums are read again whenever a file
+may have changed."""
+import hashlib
 import os
+import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -70,3 +74,34 @@ def test_a_temporary_name_is_reported_as_the_path_it_stands_for(tmp_path):
         assert io.destination(temporary / "model.safetensors") == str(out / "model.safetensors")
     for other in (f".out.tmp-{os.getpid() + 1}", ".out.old", ".hidden/a.partial"):  # another process's, a user's
         assert io.destination(tmp_path / other) == str(tmp_path / other)
+
+
+@pytest.fixture
+def hashings(monkeypatch):
+    """How many times a file has been hashed (read to its end)."""
+    counted = []
+    monkeypatch.setattr(io, "hashlib", SimpleNamespace(sha256=lambda: (counted.append(1), hashlib.sha256())[1]))
+    return counted
+
+
+def test_a_settled_file_is_hashed_once_until_it_is_written(tmp_path, monkeypatch, hashings):
+    monkeypatch.setattr(io, "SETTLED_NS", -10**12)  # as if the file were written long before
+    path = tmp_path / "train.beton"
+    path.write_bytes(bytes(1000))
+    assert io.sha256_file(path) == io.sha256_file(path) == hashlib.sha256(bytes(1000)).hexdigest()
+    assert len(hashings) == 1
+    stat = path.stat()
+    time.sleep(0.05)  # past the resolution of file times
+    with open(path, "r+b") as file:  # a byte damaged in place, the modification time put back
+        file.write(b"\xff")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert io.sha256_file(path) == hashlib.sha256(b"\xff" + bytes(999)).hexdigest()
+    assert len(hashings) == 2
+
+
+def test_a_file_written_just_now_is_hashed_every_time(tmp_path, hashings):
+    path = tmp_path / "train.beton"
+    path.write_bytes(bytes(1000))
+    io.sha256_file(path)
+    io.sha256_file(path)
+    assert len(hashings) == 2  # it could change again within its times' resolution, unseen
