@@ -67,8 +67,13 @@ def test_float16_storage_reads_back_close_to_float32(small_source, small_dir, tm
     out = tmp_path / "half"
     prepare(str(small_source), out, PrepareSettings(dtype="float16"))
     assert read_manifest(out)["dtype"] == "float16"
-    half, full = (next(iter(build_loaders(DataConfig(dir=str(d), loader="ffcv", batch_size=33),
-                                          splits=("test",))["test"])) for d in (out, small_dir))
+    def first_batch(data_dir, kind):
+        return next(iter(build_loaders(DataConfig(dir=str(data_dir), loader=kind, batch_size=33),
+                                       splits=("test",))["test"]))
+
+    half, full = first_batch(out, "ffcv"), first_batch(small_dir, "ffcv")
+    in_memory = first_batch(out, "memory")
+    assert all(torch.equal(getattr(in_memory, name), getattr(half, name)) for name in ("l", "ab", "label", "index"))
     assert half.l.dtype == half.ab.dtype == torch.float32
     assert torch.equal(half.label, full.label) and torch.equal(half.index, full.index)
     for stored, exact in ((half.l, full.l), (half.ab, full.ab)):

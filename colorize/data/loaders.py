@@ -227,19 +227,31 @@ def check_split_fits(spec: LoaderSpec, sample_bytes: int) -> None:
             f"batches from the file as training needs them")
 
 
+def read_split(spec: LoaderSpec) -> Tuple[np.ndarray, np.ndarray]:
+    """The first ``spec.count`` samples of the split's ``.beton`` file: LAB in its storage dtype
+    and the labels, read with FFCV's file reader (a loader would compile its pipeline first)."""
+    with keep_torch_threads():
+        from ffcv.reader import Reader
+
+    reader = Reader(str(spec.path))
+    metadata = reader.metadata[:spec.count]
+    columns = dict(zip(reader.field_names, metadata.dtype.names))
+    lab_field = reader.handlers["lab"]
+    size = int(lab_field.element_size)
+    check_split_fits(spec, size + np.dtype(np.int64).itemsize)
+    file = np.memmap(spec.path, np.uint8, mode="r")
+    lab = np.empty((spec.count, size), np.uint8)
+    for sample, pointer in zip(lab, metadata[columns["lab"]].tolist()):  # where each sample's bytes start
+        sample[:] = file[pointer:pointer + size]
+    return lab.view(lab_field.dtype).reshape(spec.count, *lab_field.shape), metadata[columns["label"]].astype(np.int64)
+
+
 class MemoryLoader(TensorLoader):
     """Reads the split's ``.beton`` file once into tensors on the device, if they fit."""
 
     def __init__(self, spec: LoaderSpec):
-        reader = _ffcv_loader(spec, 4096, "SEQUENTIAL", distributed=False, drop_last=False)
-        labs, labels = [], []
-        with keep_torch_threads():
-            for lab, label, _ in reader:
-                if not labs:
-                    check_split_fits(spec, lab[0].nbytes + label[0].nbytes)
-                labs.append(lab.clone())  # FFCV reuses its buffers
-                labels.append(label.view(-1).clone())
-        super().__init__(spec, torch.cat(labs).to(spec.device), torch.cat(labels).to(spec.device))
+        lab, labels = read_split(spec)
+        super().__init__(spec, torch.from_numpy(lab).to(spec.device), torch.from_numpy(labels).to(spec.device))
 
 
 LOADER_CLASSES = dict(zip(LOADERS, (FfcvLoader, MemoryLoader)))
