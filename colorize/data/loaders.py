@@ -144,7 +144,9 @@ class SplitLoader:
             )
 
 
-def _ffcv_loader(spec: LoaderSpec, batch_size: int, order: str, distributed: bool, drop_last: bool):
+def _ffcv_loader(spec: LoaderSpec):
+    """FFCV's loader of the split: random order and whole batches for training, sequential and
+    complete otherwise."""
     with keep_torch_threads():
         import ffcv.fields.basics
         import ffcv.fields.ndarray
@@ -153,14 +155,14 @@ def _ffcv_loader(spec: LoaderSpec, batch_size: int, order: str, distributed: boo
 
         return ffcv.loader.Loader(
             str(spec.path),
-            batch_size=batch_size,
+            batch_size=spec.batch_size,
             num_workers=spec.num_workers,
             os_cache=spec.os_cache,
-            order=getattr(ffcv.loader.OrderOption, order),
-            distributed=distributed,
+            order=ffcv.loader.OrderOption.RANDOM if spec.train else ffcv.loader.OrderOption.SEQUENTIAL,
+            distributed=spec.world > 1,
             seed=spec.seed,
             indices=np.arange(spec.count),
-            drop_last=drop_last,
+            drop_last=spec.train,
             pipelines={
                 "lab": [ffcv.fields.ndarray.NDArrayDecoder(), ffcv.transforms.ToTensor()],
                 "label": [ffcv.fields.basics.IntDecoder(), ffcv.transforms.ToTensor()],
@@ -177,8 +179,7 @@ class FfcvLoader(SplitLoader):
 
     def __init__(self, spec: LoaderSpec):
         super().__init__(spec)
-        order = "RANDOM" if spec.train else "SEQUENTIAL"
-        self.loader = _ffcv_loader(spec, spec.batch_size, order, spec.world > 1, spec.train)
+        self.loader = _ffcv_loader(spec)
         self.staging = PinnedStaging(spec.device) if spec.device.type == "cuda" else None
 
     def _raw_batches(self):
