@@ -44,6 +44,7 @@ def test_smoke_run_trains_and_writes_a_complete_run_dir(two_epochs):
     assert metrics["epochs_run"] == 2 and metrics["world_size"] == 1
     assert metrics["test"]["images"] == 512 and 0 < metrics["test"]["ab_l1"] < 15
     assert metrics["train_images_per_s"] > 0 and first["train"]["images"] == 1024
+    assert metrics["steady_train_images_per_s"] == pytest.approx(second["train"]["images_per_s"])
     for name in ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl",
                  "trainer_state.json", "trainer_state.safetensors"):
         assert (two_epochs / "last" / name).is_file()
@@ -59,7 +60,8 @@ def test_smoke_run_trains_and_writes_a_complete_run_dir(two_epochs):
 def test_resumed_run_matches_an_uninterrupted_one(cifar_dir, two_epochs, tmp_path):
     run_dir = tmp_path / "resumed"
     train(smoke_config(cifar_dir, run_dir, "train.epochs=1"))
-    assert metrics_of(run_dir)["epochs_run"] == 1
+    one_epoch = metrics_of(run_dir)
+    assert one_epoch["epochs_run"] == 1 and one_epoch["steady_train_images_per_s"] is None
     run_cli("train", "--resume", run_dir, "train.epochs=2")  # in a new process
     resumed, uninterrupted = metrics_of(run_dir), metrics_of(two_epochs)
     assert resumed["history"][1]["val"] == uninterrupted["history"][1]["val"]
