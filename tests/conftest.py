@@ -86,6 +86,19 @@ def read_source(spec, resolution: int):
         return SimpleNamespace(classes=listing.classes, splits=splits, skipped=skipped)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def started_processes_keep_temporaries_here(tmp_path_factory):
+    """The processes that tests start write their temporary files (torchrun leaves a log folder
+    per launch) under pytest's temporary folder, which pytest clears, not the system's."""
+    previous = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("tmp"))
+    yield
+    if previous is None:
+        del os.environ["TMPDIR"]
+    else:
+        os.environ["TMPDIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def shared_tarball() -> Path:
     if not SHARED_TARBALL.is_file():
