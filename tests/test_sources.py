@@ -72,6 +72,7 @@ def test_modes_sizes_and_unreadable_files(tmp_path, capsys):
     rgba.putalpha(0)  # fully transparent: becomes white
     rgba.save(root / "b" / "transparent.png")
     Image.fromarray(np.full((50, 50), 65535, dtype=np.uint16)).save(root / "b" / "sixteen.png")
+    Image.fromarray(np.ones((50, 50), dtype=np.float32)).save(root / "b" / "float.tif")  # 1.0 is white
     (root / "b" / "notes.txt").write_text("not an image")
     (root / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
 
@@ -79,12 +80,12 @@ def test_modes_sizes_and_unreadable_files(tmp_path, capsys):
     assert "skipped b/notes.txt: not an image file" in capsys.readouterr().out  # found when listing
     assert [line.split(":")[0] for line in images.skipped] == ["b/notes.txt", "b/broken.png"]
     train = images.splits["train"]
-    assert list(images.splits) == ["train"] and train.images.shape == (5, 16, 16, 3)
+    assert list(images.splits) == ["train"] and train.images.shape == (6, 16, 16, 3)
     by_label = np.bincount(train.labels).tolist()
-    assert by_label == [3, 2]
+    assert by_label == [3, 3]
     grey = train.images[0]
     assert (grey[..., 0] == grey[..., 1]).all()  # grayscale input stays grey
-    assert (train.images[train.labels == 1] >= 250).all()  # white: transparent and 16-bit max
+    assert (train.images[train.labels == 1] >= 250).all()  # white: transparent, 16-bit and float max
 
 
 def test_images_outside_class_folders_are_rejected(tmp_path):

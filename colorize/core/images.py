@@ -15,10 +15,15 @@ class UnreadableImage(ValueError):
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode -> RGB: alpha is composited onto white, 16-bit and float scaled to 8 bit."""
+    """Any Pillow mode -> RGB: alpha is composited onto white, 16-bit and float scaled to 8 bit
+    (float grey within [0, 1] read as such, as scientific images are stored)."""
     if image.mode.startswith("I") or image.mode == "F":  # 16-bit, 32-bit integer or float grey
         values = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        highest = values.max(initial=0)
+        if image.mode == "F" and highest <= 1:
+            peak = 1.0
+        else:
+            peak = 65535.0 if image.mode.startswith("I;16") or highest > 255 else 255.0
         grey = np.clip(values * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(grey, "L").convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
