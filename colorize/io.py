@@ -38,6 +38,21 @@ def atomic_path(path: Path) -> Iterator[Path]:
         remove(temporary)
 
 
+@contextlib.contextmanager
+def removed_if_left_empty(folder: Path) -> Iterator[None]:
+    """A block that may create ``folder`` and its missing parents: if the block fails, those it
+    created and left empty are removed again."""
+    folder = Path(folder).absolute()
+    missing = [path for path in (folder, *folder.parents) if not path.exists()]  # innermost first
+    try:
+        yield
+    except BaseException:
+        for path in missing:
+            with contextlib.suppress(OSError):  # not empty, or not made
+                path.rmdir()
+        raise
+
+
 def _fsync(path: Path) -> None:
     descriptor = os.open(path, os.O_RDONLY)
     try:

@@ -2,6 +2,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from conftest import CLASSES, read_source, run_cli, synthetic_image, write_image
 from colorize.data.loaders import build_loaders
 from colorize.data.manifest import DataError, read_manifest
 from colorize.data.prepare import PrepareSettings, prepare, stratified_holdout
+from colorize.data.sources import SourceError
 from colorize.errors import ConfigError
 from colorize.settings import DataConfig
 
@@ -156,6 +158,22 @@ def test_a_resolution_no_model_can_use_is_refused_before_any_work(small_source, 
     assert "--resolution 50" in result.stderr and "fusion" in result.stderr
     assert "48 or 56" in result.stderr
     assert "decoding" not in result.stderr and not (tmp_path / "o").exists()
+
+
+def test_a_refused_archive_leaves_no_output_folder(tmp_path):
+    root = write_image_folder(tmp_path / "images", per_class=(2, 1))
+    synthetic_image(np.random.default_rng(1), 0).save(root / "stray.png")
+    archive = tmp_path / "images.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:  # compressed: copied into the output folder to be read
+        tar.add(root, arcname=".")
+    out = tmp_path / "new" / "out"
+    with pytest.raises(SourceError, match="1 image does not fit: stray.png"):
+        prepare(str(archive), out)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(SourceError):
+        prepare(str(archive), tmp_path / "kept")
+    assert (tmp_path / "kept").is_dir()  # a folder that was there stays
 
 
 def test_splits_that_would_be_empty_are_refused(tmp_path):

@@ -28,7 +28,7 @@ from colorize.data.prior import SharedBinCounts, prior_problem, write_prior
 from colorize.data.sources import open_source
 from colorize.data.threads import keep_torch_threads
 from colorize.errors import ConfigError
-from colorize.io import atomic_path, remove_stale_temporaries, sha256_file, temporary_path
+from colorize.io import atomic_path, remove_stale_temporaries, removed_if_left_empty, sha256_file, temporary_path
 from colorize.models.factory import check_resolution
 
 STORAGE_DTYPES = ("float32", "float16")
@@ -239,7 +239,8 @@ def prepare(data: str, out_dir: Path, settings: PrepareSettings = PrepareSetting
         print(f"{out_dir} is up to date with {data}")
         return existing
 
-    with source.listed(scratch_dir=out_dir) as listing:
+    # a compressed archive is copied into out_dir first: a failure leaves no empty folder behind
+    with removed_if_left_empty(out_dir), source.listed(scratch_dir=out_dir) as listing:
         splits = make_splits(listing, settings)
         entries, skipped = {}, list(listing.skipped)
         with contextlib.ExitStack() as stack:
