@@ -185,8 +185,21 @@ def test_a_damaged_saved_model_is_named(tmp_path, photos):
     assert result.returncode == 1 and f"cannot load the model in {folder}" in result.stderr
     assert "Traceback" not in result.stderr
     (folder / "config.json").write_text("{not json")  # a damaged config
-    assert f"cannot load the model in {folder}" in run_cli("colorize", "--checkpoint", folder, photos,
-                                                           "--out", tmp_path / "o", check=False).stderr
+    assert f"cannot load the model in {folder}: config.json is not valid JSON" in run_cli(
+        "colorize", "--checkpoint", folder, photos, "--out", tmp_path / "o", check=False).stderr
+
+
+def test_weights_that_do_not_fit_the_config_are_refused_in_one_line(tmp_path):
+    folder = tmp_path / "mixed"
+    save_model(create_model("fusion", FusionSettings(width=8)), folder, ["a"] * 10)
+    config = json.loads((folder / "config.json").read_text())
+    config["settings"]["width"] = 16  # a config from another save
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SavedModelError) as error:
+        load_model(folder)
+    message = str(error.value)
+    assert "\n" not in message and "model.safetensors does not fit the network its config.json" in message
+    assert "62 of another shape, such as decoder.0.0.bias [16] (the network has [32])" in message
 
 
 def test_the_module_of_an_unknown_network_is_imported_only_when_trusted(run_dir, photos, tmp_path,

@@ -7,7 +7,7 @@ import importlib
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from safetensors import SafetensorError
@@ -80,8 +80,12 @@ def load_model(folder, device="cpu", temperature: Optional[float] = None,
         state = load_file(str(folder / MODEL_WEIGHTS))
         model = create_model(config["name"], settings, len(config["classes"]), config["resolution"],
                              bins=state.get(BIN_CENTRES))
+        _check_weights_fit(folder, model, state)
         model.load_state_dict(state)
         model.classes = list(config["classes"])
+    except json.JSONDecodeError as error:
+        raise SavedModelError(f"cannot load the model in {folder}: {MODEL_CONFIG} is not valid JSON ({error})") \
+            from None
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError, SafetensorError) as error:
         raise SavedModelError(f"cannot load the model in {folder}: {error}") from None
     if temperature is not None:
@@ -89,6 +93,22 @@ def load_model(folder, device="cpu", temperature: Optional[float] = None,
     if shift_average is not None:
         set_shift_average(model, shift_average)
     return model.to(torch.device(device)).eval()
+
+
+def _check_weights_fit(folder: Path, model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> None:
+    """Raise, in one line, if the weights ``state`` are not those of ``model``, the network that
+    the folder's config describes."""
+    expected = model.state_dict()
+    reshaped = [f"{name} {list(state[name].shape)} (the network has {list(expected[name].shape)})"
+                for name in expected.keys() & state.keys() if state[name].shape != expected[name].shape]
+    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
+    if not (reshaped or missing or unexpected):
+        return
+    found = [f"{len(reshaped)} of another shape, such as {min(reshaped)}"] if reshaped else []
+    found += [f"{len(missing)} missing, such as {missing[0]}"] if missing else []
+    found += [f"{len(unexpected)} unknown to it, such as {unexpected[0]}"] if unexpected else []
+    raise SavedModelError(f"cannot load the model in {folder}: its {MODEL_WEIGHTS} does not fit the network its "
+                          f"{MODEL_CONFIG} describes ({'; '.join(found)}); both must come from the same save")
 
 
 def _import_trusted(folder: Path, module: str, trust_code: bool) -> None:
