@@ -16,7 +16,7 @@ class UnreadableImage(ValueError):
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode -> RGB: alpha is composited onto white, 16-bit and float scaled to 8 bit
-    (float grey within [0, 1] read as such, as scientific images are stored)."""
+    (float grey within [0, 1] as 0 black to 1 white, the usual convention for float images)."""
     if image.mode.startswith("I") or image.mode == "F":  # 16-bit, 32-bit integer or float grey
         values = np.asarray(image, dtype=np.float64)
         highest = values.max(initial=0)
