@@ -189,6 +189,16 @@ def test_a_damaged_saved_model_is_named(tmp_path, photos):
         "colorize", "--checkpoint", folder, photos, "--out", tmp_path / "o", check=False).stderr
 
 
+def test_an_unknown_network_in_a_module_of_colorize_is_named_without_asking_for_trust(tmp_path):
+    folder = tmp_path / "renamed"
+    save_model(create_model("fusion", FusionSettings(width=8)), folder, ["a"] * 10)
+    config = json.loads((folder / "config.json").read_text())
+    config["name"] = "fusoin"  # its module stays colorize.models.fusion
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SavedModelError, match="model.name='fusoin' is not a known model; did you mean fusion"):
+        load_model(folder)
+
+
 def test_weights_that_do_not_fit_the_config_are_refused_in_one_line(tmp_path):
     folder = tmp_path / "mixed"
     save_model(create_model("fusion", FusionSettings(width=8)), folder, ["a"] * 10)
