@@ -189,11 +189,12 @@ def test_a_damaged_saved_model_is_named(tmp_path, photos):
         "colorize", "--checkpoint", folder, photos, "--out", tmp_path / "o", check=False).stderr
 
 
-def test_an_unknown_network_in_a_module_of_colorize_is_named_without_asking_for_trust(tmp_path):
+@pytest.mark.parametrize("module", ["colorize.models.fusion", "", None])
+def test_an_unknown_network_in_a_module_of_colorize_is_named_without_asking_for_trust(tmp_path, module):
     folder = tmp_path / "renamed"
     save_model(create_model("fusion", FusionSettings(width=8)), folder, ["a"] * 10)
     config = json.loads((folder / "config.json").read_text())
-    config["name"] = "fusoin"  # its module stays colorize.models.fusion
+    config["name"], config["module"] = "fusoin", module  # colorize's own module, or none named
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(SavedModelError, match="model.name='fusoin' is not a known model; did you mean fusion"):
         load_model(folder)

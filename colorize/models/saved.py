@@ -74,7 +74,8 @@ def load_model(folder, device="cpu", temperature: Optional[float] = None,
         if config["colour_scaling"] != COLOUR_SCALING:
             raise SavedModelError(f"{folder} was trained with colour scaling {config['colour_scaling']}, "
                                   f"this version uses {COLOUR_SCALING}")
-        if config["name"] not in MODELS.names() and config["module"].split(".")[0] not in ("", "colorize"):
+        package = str(config["module"] or "").partition(".")[0]
+        if config["name"] not in MODELS.names() and package not in ("", "colorize"):
             _import_trusted(folder, config["module"], trust_code)  # colorize's own are imported already
         settings = MODELS.entry(config["name"]).settings(**config["settings"])
         state = load_file(str(folder / MODEL_WEIGHTS))
