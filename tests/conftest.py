@@ -90,13 +90,9 @@ def read_source(spec, resolution: int):
 def started_processes_keep_temporaries_here(tmp_path_factory):
     """The processes that tests start write their temporary files (torchrun leaves a log folder
     per launch) under pytest's temporary folder, which pytest clears, not the system's."""
-    previous = os.environ.get("TMPDIR")
-    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("tmp"))
-    yield
-    if previous is None:
-        del os.environ["TMPDIR"]
-    else:
-        os.environ["TMPDIR"] = previous
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(tmp_path_factory.mktemp("tmp")))
+        yield
 
 
 @pytest.fixture(scope="session")
