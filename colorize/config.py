@@ -13,6 +13,7 @@ number, but here a value becomes a boolean or a number only where the setting is
 """
 import difflib
 import importlib
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -152,9 +153,20 @@ def _component(section: str, values: dict, origin: str) -> Component:
     name = values.pop("name", COMPONENTS[section])
     settings = REGISTRIES[section].entry(name).settings
     try:
-        return Component(name, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(settings), values)))
+        merged = OmegaConf.merge(OmegaConf.structured(settings), values)
+        _check_finite(OmegaConf.to_container(merged), f"{section}.")
+        return Component(name, OmegaConf.to_object(merged))
     except OmegaConfBaseException as error:
         raise _explain(error, f"{origin} ({section}.name={name})", settings, f"{section}.") from None
+
+
+def _check_finite(values: dict, prefix: str = "") -> None:
+    """ConfigError for a setting that is NaN or infinite: no setting has a use for either."""
+    for key, value in values.items():
+        if isinstance(value, dict):
+            _check_finite(value, f"{prefix}{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{prefix}{key} must be a finite number, got {value}")
 
 
 RECIPES = Path(__file__).resolve().parent / "configs"  # the recipes colorize ships
@@ -217,6 +229,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = (), trust
             fixed = OmegaConf.merge(fixed, values)
         except OmegaConfBaseException as error:
             raise _explain(error, origin) from None
+    _check_finite(OmegaConf.to_container(fixed))
     try:
         sections = OmegaConf.to_object(fixed)
     except OmegaConfBaseException as error:

@@ -48,6 +48,14 @@ class AdamSettings(OptimizerSettings):
     beta2: float = 0.999
     eps: float = 1e-8
 
+    def __post_init__(self):
+        super().__post_init__()
+        for key in ("beta1", "beta2"):
+            if not 0 <= getattr(self, key) < 1:
+                raise ConfigError(f"optim.{key} must be in [0, 1), got {getattr(self, key)}")
+        if self.eps < 0:
+            raise ConfigError(f"optim.eps must be at least 0, got {self.eps}")
+
 
 @dataclass
 class AdamWSettings(AdamSettings):
@@ -58,6 +66,11 @@ class AdamWSettings(AdamSettings):
 class SGDSettings(OptimizerSettings):
     lr: float = 0.05
     momentum: float = 0.9  # Nesterov
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.momentum < 0:
+            raise ConfigError(f"optim.momentum must be at least 0, got {self.momentum}")
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> List[dict]:

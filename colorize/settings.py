@@ -90,6 +90,8 @@ class TrainConfig:
         for key in ("epochs", "grad_accum", "patience", "log_every"):
             check_positive(f"train.{key}", getattr(self, key))
         check_positive("train.threads", self.threads)
+        if self.min_delta < 0:
+            raise ConfigError(f"train.min_delta must be at least 0 (0: every improvement counts), got {self.min_delta}")
         if self.min_colorfulness < 0:
             raise ConfigError(f"train.min_colorfulness must be at least 0 (off), got {self.min_colorfulness}")
         if not 0 <= self.ema < 1:

@@ -83,6 +83,9 @@ class FusionSettings(HeadSettings):
         if self.decoder_groups not in (1, 2):
             raise ConfigError(f"model.decoder_groups must be 1 or 2 (the decoder ends in 2 channels), "
                               f"got {self.decoder_groups}")
+        if self.width % self.decoder_groups:
+            raise ConfigError(f"model.width={self.width} must be a multiple of model.decoder_groups="
+                              f"{self.decoder_groups}: each group takes an equal share of the decoder's channels")
 
 
 class FusionColorizer(Colorizer):
