@@ -29,7 +29,8 @@ def _prepare(args) -> int:
     settings = PrepareSettings(**given)  # what is not given keeps PrepareSettings' default
     manifest = prepare(args.data, Path(args.out), settings, cache_dir=args.cache_dir)
     counts = ", ".join(f"{name} {entry['count']:,}" for name, entry in manifest["splits"].items())
-    print(f"{args.out}: {counts} images of {len(manifest['classes'])} classes")
+    classes = len(manifest["classes"])
+    print(f"{args.out}: {counts} images of {classes} class{'es' if classes > 1 else ''}")
     return 0
 
 

@@ -65,6 +65,12 @@ def test_a_mistyped_benchmark_setting_fails_before_any_timing(small_dir):
     assert result.returncode != 0 and "train.compiled" in result.stderr and "timing" not in result.stderr
 
 
+def test_the_loader_benchmark_names_a_folder_that_is_not_prepared_data_before_any_timing(tmp_path):
+    result = run_cli("bench", "loader", "--data", tmp_path, check=False)
+    assert result.returncode != 0 and "timing" not in result.stderr
+    assert f"{tmp_path} is not a prepared data directory" in result.stderr
+
+
 @pytest.mark.parametrize("precision, label", [("no", "fp32"), ("bf16", "bf16")])
 def test_profile_names_the_costliest_operators_in_the_precision_asked_for(small_dir, precision, label):
     table = profile_step(small_dir, batch_size=8, top=5,

@@ -3,6 +3,7 @@ import errno
 import os
 
 import pytest
+from PIL import Image
 
 from colorize import io
 from colorize.cli import main
@@ -45,3 +46,13 @@ def test_a_refused_rename_is_named_once_by_the_path_asked_for(tmp_path, monkeypa
     monkeypatch.setattr(export, "export_run", full_disk)
     assert main(["export", str(tmp_path / "run"), str(out)]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [f"colorize export: error: {out}: No space left on device"]
+
+
+def test_prepare_counts_what_it_wrote_in_words_that_fit_one_class(tmp_path, capsys):
+    source = tmp_path / "photos" / "cats"
+    source.mkdir(parents=True)
+    for index in range(10):
+        Image.new("RGB", (8, 8), (25 * index, 100, 200)).save(source / f"{index}.png")
+    assert main(["prepare", "--data", str(tmp_path / "photos"), "--out", str(tmp_path / "out"),
+                 "--resolution", "8"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith("images of 1 class")

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from colorize.bench.machine import machine_description, synchronize
 from colorize.bench.report_pipeline import PerItemLabDataset, stored_rgb
 from colorize.data.loaders import build_loaders
+from colorize.data.manifest import read_manifest
 from colorize.settings import LOADERS, DataConfig
 
 
@@ -32,6 +33,7 @@ def _images_per_second(epochs: Callable[[], Iterable], count: int, repeats: int,
 def loader_benchmark(data_dir: Path, batch_size: int = 512, epochs: int = 3) -> Dict:
     """Images per second of each loader over the training split of ``data_dir``, delivering
     batches in host memory and, with a GPU, on the GPU (``<loader> cuda``)."""
+    read_manifest(data_dir)  # a folder that is not prepared data is named before any timing starts
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     results = {}
     for device in devices:
