@@ -366,6 +366,22 @@ def test_a_pickle_in_a_checkpoint_is_refused_unread(two_epochs, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("name, damage", [
+    ("model.safetensors", "truncated"), ("optimizer.bin", "truncated"), ("scheduler.bin", "truncated"),
+    ("random_states_0.pkl", "truncated"), ("random_states_0.pkl", "missing"),
+])
+def test_a_damaged_checkpoint_is_named_and_not_resumed(two_epochs, tmp_path, name, damage):
+    run_dir = tmp_path / "damaged"
+    shutil.copytree(two_epochs, run_dir)
+    if damage == "missing":
+        (run_dir / "last" / name).unlink()
+    else:
+        os.truncate(run_dir / "last" / name, 100)
+    with pytest.raises(CheckpointError, match=f"{run_dir / 'last'} is not a complete checkpoint .*cannot be resumed"):
+        resume(run_dir, "train.epochs=3")
+    assert metrics_of(run_dir)["epochs_run"] == 2
+
+
 class _Crash(BaseException):
     """A power loss, as far as the run directory can tell."""
 

@@ -10,11 +10,13 @@ best model is swapped in. :func:`recover_last` and :func:`recover_best` put back
 crash interrupted.
 """
 import json
+import pickle
 from pathlib import Path
 from typing import Dict, Optional, Protocol
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import load
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -76,7 +78,13 @@ def _read_objects(objects: Dict[str, Stateful], folder: Path) -> None:
         for name, obj in objects.items():
             obj.load_state_dict(_join_tensors(tree[name], tensors))
     except (OSError, ValueError, KeyError, SafetensorError) as error:
-        raise CheckpointError(f"{folder} is not a complete checkpoint ({error}); it cannot be resumed") from None
+        raise _incomplete(folder, error) from None
+
+
+def _incomplete(folder: Path, error: Exception) -> CheckpointError:
+    reason = str(error).split(". ")[0]  # torch's reading errors go on with advice for its own users
+    return CheckpointError(f"{folder} is not a complete checkpoint ({reason}); it cannot be resumed: start a "
+                           "new run with colorize train --config, or resume a backup of the run directory")
 
 
 def save_last(accelerator: Accelerator, run_dir: Path, objects: Dict[str, Stateful]) -> None:
@@ -102,7 +110,12 @@ def load_last(accelerator: Accelerator, run_dir: Path, objects: Dict[str, Statef
     if not path.is_dir():
         raise CheckpointError(f"{run_dir} has no {LAST}/ checkpoint to resume from")
     _read_objects(objects, path)
-    accelerator.load_state(str(path))
+    try:
+        # Accelerate skips random states it cannot read; a resume without them would not be exact
+        load(path / f"random_states_{accelerator.process_index}.pkl")
+        accelerator.load_state(str(path))
+    except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError, SafetensorError) as error:
+        raise _incomplete(path, error) from None
 
 
 def best_staging(run_dir: Path) -> Path:
