@@ -6,6 +6,7 @@
     RUN_DIR/best/          the best model, a saved model (colorize.models.saved)
     RUN_DIR/grids/         the colour grid of every epoch
 """
+import json
 from pathlib import Path
 
 from colorize.errors import ColorizeError
@@ -35,3 +36,18 @@ def model_folder(path) -> Path:
         return path
     best = path / BEST
     return best if best.is_dir() or not previous_version(best).is_dir() else previous_version(best)
+
+
+def read_metrics(run_dir: Path) -> dict:
+    """The run's ``metrics.json``, or ``{}`` before training has written it."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return {}
+    again = f"remove it and run colorize train --resume {run_dir} to write it again"
+    try:
+        metrics = json.loads(path.read_text())
+    except ValueError as error:  # not JSON, or not text
+        raise ColorizeError(f"{path} is not valid JSON ({error}); {again}") from None
+    if not isinstance(metrics, dict):
+        raise ColorizeError(f"{path} does not hold the metrics colorize writes (a JSON object); {again}")
+    return metrics

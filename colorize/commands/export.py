@@ -1,13 +1,12 @@
 """``colorize export RUN_DIR OUT``: a run's best model as a folder that loads anywhere (a saved
 model, :mod:`colorize.models.saved`, with a model card). An export deletes nothing it did not write."""
-import json
 from pathlib import Path
 
 import torch
 
 from colorize.errors import ColorizeError
 from colorize.models.saved import MODEL_CARD, MODEL_CONFIG, MODEL_WEIGHTS, is_saved_model, load_model, save_model
-from colorize.run_dir import METRICS, check_run_dir, model_folder
+from colorize.run_dir import check_run_dir, model_folder, read_metrics
 
 
 def model_card(model: torch.nn.Module, metrics: dict) -> str:
@@ -50,6 +49,6 @@ def export_run(run_dir, out, replace: bool = False, trust_code: bool = False) ->
     run_dir, out = check_run_dir(run_dir), Path(out)
     _check_export_target(run_dir, out, replace)
     model = load_model(model_folder(run_dir), trust_code=trust_code)
-    metrics = json.loads((run_dir / METRICS).read_text()) if (run_dir / METRICS).is_file() else {}
+    metrics = read_metrics(run_dir)
     save_model(model, out, model.classes, card=model_card(model, metrics))
     return out

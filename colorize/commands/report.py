@@ -17,7 +17,7 @@ from colorize.errors import ColorizeError
 from colorize.io import atomic_path
 from colorize.models.base import gflop_per_image, parameter_count
 from colorize.models.saved import load_model
-from colorize.run_dir import METRICS, check_run_dir, model_folder
+from colorize.run_dir import METRICS, check_run_dir, model_folder, read_metrics
 from colorize.settings import INCIDENTAL, is_setting_among
 
 # Runs whose settings differ only in these are seeds of one recipe.
@@ -72,7 +72,7 @@ def recipes(run_dirs: Sequence[Path], trust_code: bool = False) -> Dict[str, Lis
     seen; the runs' ``imports:`` are imported only with ``trust_code``."""
     groups: Dict[str, List[Run]] = {}
     for run_dir in map(check_run_dir, run_dirs):
-        metrics = json.loads((run_dir / METRICS).read_text()) if (run_dir / METRICS).is_file() else {}
+        metrics = read_metrics(run_dir)
         if "test" not in metrics:
             raise ColorizeError(f"{run_dir} has no test metrics yet (its {METRICS} is written "
                                 f"when training ends); finish it with colorize train --resume {run_dir}")

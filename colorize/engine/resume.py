@@ -1,6 +1,5 @@
 """Resuming a run from ``last/``: which settings may change, what the resume does (goes on,
 trains further, or finds the run complete), and putting back whatever a crash interrupted."""
-import json
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -10,7 +9,7 @@ from colorize.engine.build import Training
 from colorize.engine.state import TrainState
 from colorize.engine.step import plain_learning_rates
 from colorize.errors import ConfigError
-from colorize.run_dir import LAST, METRICS
+from colorize.run_dir import LAST, read_metrics
 from colorize.settings import FREE_ON_RESUME, is_setting_among
 
 
@@ -80,6 +79,5 @@ def resume(training: Training, previous: Config) -> bool:
 
 def tested_metrics(training: Training) -> Optional[dict]:
     """The metrics of the run's test after the epochs it has trained, if they are written."""
-    path = training.config.run.path / METRICS
-    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    metrics = read_metrics(training.config.run.path)
     return metrics if "test" in metrics and metrics["epochs_run"] == training.state.epoch else None
