@@ -16,6 +16,8 @@ class DataError(ColorizeError):
 
 
 def read_manifest(data_dir: Path) -> dict:
+    """The manifest of the prepared directory ``data_dir``; DataError when there is none, or when it
+    is not JSON or lacks what colorize reads from it."""
     path = Path(data_dir) / MANIFEST
     if not path.is_file():
         raise DataError(
@@ -23,9 +25,45 @@ def read_manifest(data_dir: Path) -> dict:
             f"create it with: colorize prepare --data SOURCE --out {data_dir}"
         )
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path} is damaged ({error}); run colorize prepare again") from None
+        manifest = json.loads(path.read_text())
+        problem = _shape_problem(manifest)
+    except ValueError as error:  # not JSON, or not text
+        problem = str(error)
+    if problem:
+        raise DataError(f"{path} is damaged ({problem}); run colorize prepare again")
+    return manifest
+
+
+# What colorize reads from a manifest, by dotted key, and of which type; the same for each split
+# and for the ab prior
+_FIELDS = (("source.spec", str), ("settings", dict), ("resolution", int), ("dtype", str), ("classes", list),
+           ("splits", dict))
+_FILE_FIELDS = (("file", str), ("bytes", int), ("sha256", str))
+_SPLIT_FIELDS = (*_FILE_FIELDS, ("count", int), ("per_class", dict))
+_TYPE_NAMES = {str: "text", dict: "a mapping", int: "a whole number", list: "a list"}
+
+
+def _field_problem(tree, fields, prefix: str = "") -> str:
+    for key, kind in fields:
+        value = tree
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, kind):
+            return f"its {prefix}{key} is missing or not {_TYPE_NAMES[kind]}"
+    return ""
+
+
+def _shape_problem(manifest) -> str:
+    """What makes ``manifest`` other than the manifests colorize writes, or ''."""
+    if not isinstance(manifest, dict):
+        return "it is not a JSON object"
+    problem = _field_problem(manifest, _FIELDS)
+    if problem:
+        return problem
+    parts = [(entry, _SPLIT_FIELDS, f"splits.{split}.") for split, entry in manifest["splits"].items()]
+    if "prior" in manifest:
+        parts.append((manifest["prior"], _FILE_FIELDS, "prior."))
+    return next(filter(None, (_field_problem(*part) for part in parts)), "")
 
 
 def write_manifest(data_dir: Path, manifest: dict) -> None:
