@@ -189,6 +189,20 @@ def test_a_damaged_saved_model_is_named(tmp_path, photos):
         "colorize", "--checkpoint", folder, photos, "--out", tmp_path / "o", check=False).stderr
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda config: [config], "its config.json is not a JSON object"),
+    (lambda config: {key: value for key, value in config.items() if key != "colour_scaling"},
+     "its config.json lacks 'colour_scaling'"),
+])
+def test_a_saved_config_of_another_shape_is_named(tmp_path, change, message):
+    folder = tmp_path / "reshaped"
+    save_model(create_model("fusion", FusionSettings(width=8)), folder, ["a"] * 10)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(change(config)))
+    with pytest.raises(SavedModelError, match=f"cannot load the model in {folder}: {message}"):
+        load_model(folder)
+
+
 @pytest.mark.parametrize("module", ["colorize.models.fusion", "", None])
 def test_an_unknown_network_in_a_module_of_colorize_is_named_without_asking_for_trust(tmp_path, module):
     folder = tmp_path / "renamed"

@@ -71,6 +71,8 @@ def load_model(folder, device="cpu", temperature: Optional[float] = None,
                               f"keeps its best model in RUN_DIR/best, and colorize export writes one")
     try:
         config = json.loads((folder / MODEL_CONFIG).read_text())
+        if not isinstance(config, dict):
+            raise ValueError(f"its {MODEL_CONFIG} is not a JSON object")
         if config["colour_scaling"] != COLOUR_SCALING:
             raise SavedModelError(f"{folder} was trained with colour scaling {config['colour_scaling']}, "
                                   f"this version uses {COLOUR_SCALING}")
@@ -87,7 +89,9 @@ def load_model(folder, device="cpu", temperature: Optional[float] = None,
     except json.JSONDecodeError as error:
         raise SavedModelError(f"cannot load the model in {folder}: {MODEL_CONFIG} is not valid JSON ({error})") \
             from None
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError, SafetensorError) as error:
+    except KeyError as missing:
+        raise SavedModelError(f"cannot load the model in {folder}: its {MODEL_CONFIG} lacks {missing}") from None
+    except (OSError, ValueError, TypeError, RuntimeError, ImportError, SafetensorError) as error:
         raise SavedModelError(f"cannot load the model in {folder}: {error}") from None
     if temperature is not None:
         set_temperature(model, temperature)
