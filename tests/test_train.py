@@ -369,14 +369,17 @@ def test_a_pickle_in_a_checkpoint_is_refused_unread(two_epochs, tmp_path):
 @pytest.mark.parametrize("name, damage", [
     ("model.safetensors", "truncated"), ("optimizer.bin", "truncated"), ("scheduler.bin", "truncated"),
     ("random_states_0.pkl", "truncated"), ("random_states_0.pkl", "missing"),
+    ("trainer_state.json", "[]"), ("trainer_state.json", '{"x": 1}'),
 ])
 def test_a_damaged_checkpoint_is_named_and_not_resumed(two_epochs, tmp_path, name, damage):
     run_dir = tmp_path / "damaged"
     shutil.copytree(two_epochs, run_dir)
     if damage == "missing":
         (run_dir / "last" / name).unlink()
-    else:
+    elif damage == "truncated":
         os.truncate(run_dir / "last" / name, 100)
+    else:
+        (run_dir / "last" / name).write_text(damage)
     with pytest.raises(CheckpointError, match=f"{run_dir / 'last'} is not a complete checkpoint .*cannot be resumed"):
         resume(run_dir, "train.epochs=3")
     assert metrics_of(run_dir)["epochs_run"] == 2

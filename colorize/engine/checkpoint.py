@@ -77,12 +77,13 @@ def _read_objects(objects: Dict[str, Stateful], folder: Path) -> None:
         tensors = load_file(str(folder / STATE_TENSORS))
         for name, obj in objects.items():
             obj.load_state_dict(_join_tensors(tree[name], tensors))
-    except (OSError, ValueError, KeyError, SafetensorError) as error:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as error:
         raise _incomplete(folder, error) from None
 
 
 def _incomplete(folder: Path, error: Exception) -> CheckpointError:
-    reason = str(error).split(". ")[0]  # torch's reading errors go on with advice for its own users
+    # torch's reading errors go on with advice for its own users
+    reason = f"it lacks {error}" if isinstance(error, KeyError) else str(error).split(". ")[0]
     return CheckpointError(f"{folder} is not a complete checkpoint ({reason}); it cannot be resumed: start a "
                            "new run with colorize train --config, or resume a backup of the run directory")
 
