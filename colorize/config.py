@@ -52,6 +52,15 @@ class Component:
         return getattr(self.settings, key)
 
 
+def _example(section: str) -> str:
+    """The section with its first setting at its default, to show what a section looks like."""
+    if section in COMPONENTS:
+        return f"{section}: {{name: {COMPONENTS[section]}}}"
+    defaults = getattr(_FixedSections(), section)
+    first = fields(defaults)[0].name
+    return f"{section}: {{{first}: {getattr(defaults, first)}}}"
+
+
 def _default_component(section: str) -> Component:
     registry = REGISTRIES[section]
     name = COMPONENTS[section]
@@ -214,10 +223,11 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = (), trust
         values = dict(values)
         if "imports" in values:
             imports = _import_all(values.pop("imports"), origin, trust_code)
+        for section in (*COMPONENTS, *(f.name for f in fields(_FixedSections))):
+            if not isinstance(values.get(section) or {}, dict):
+                raise ConfigError(f"{section} in {origin} must be a section of settings, such as {_example(section)}")
         for section in COMPONENTS:
             section_values = values.pop(section, None) or {}
-            if not isinstance(section_values, dict):
-                raise ConfigError(f"{section} in {origin} must be a section such as {section}: {{name: ...}}")
             earlier = components[section]
             name = section_values.get("name", earlier.get("name", COMPONENTS[section]))
             if name != earlier.get("name", COMPONENTS[section]):  # another component: keep what it shares

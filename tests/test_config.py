@@ -105,6 +105,8 @@ def test_booleans_numbers_and_null_are_typed_by_the_setting(tmp_path, key, text,
     (["model.width=3"], "model.width=3 must be a multiple of model.decoder_groups=2"),
     (["model.name=unet_fusion", "model.width=7"], "model.width=7 must be a multiple of model.decoder_groups=2"),
     (["epochs"], "must look like key=value"),
+    (["train=5"], "train in the command line must be a section of settings, such as train: {epochs: 30}"),
+    (["model=fusion"], "model in the command line must be a section of settings, such as model: {name: fusion}"),
 ])
 def test_bad_settings_are_named(overrides, message):
     with pytest.raises(ConfigError, match=message):
