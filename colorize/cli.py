@@ -1,5 +1,6 @@
 """The ``colorize`` command (also ``python -m colorize``): thin wrappers over library functions."""
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -270,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what the file system's "Not a directory" and "File exists" mean when a folder is to be made
+_NOT_A_FOLDER = {errno.ENOTDIR: "a part of this path is a file, not a folder",
+                 errno.EEXIST: "this is a file, not a folder"}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -281,7 +287,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         # named by the path asked for rather than the temporary name it was being written under
         names = dict.fromkeys(destination(name) for name in (error.filename, error.filename2) if name is not None)
         where = "".join(f"{name}: " for name in names)
-        print(f"colorize {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
+        reason = _NOT_A_FOLDER.get(error.errno) or error.strerror or error
+        print(f"colorize {args.command}: error: {where}{reason}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"colorize {args.command}: interrupted", file=sys.stderr)

@@ -76,4 +76,5 @@ def test_an_out_folder_that_cannot_be_made_is_named_as_given(run_dir, tmp_path):
     out = tmp_path / "file" / "exported"
     result = run_cli("export", run_dir, out, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == [f"colorize export: error: {out}: Not a directory"]
+    assert result.stderr.strip().splitlines() == \
+        [f"colorize export: error: {out}: a part of this path is a file, not a folder"]

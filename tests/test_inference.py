@@ -176,6 +176,14 @@ def test_a_folder_without_config_json_is_refused_saying_what_a_saved_model_needs
         load_model(folder)
 
 
+def test_an_out_folder_that_is_a_file_is_named_in_one_line(run_dir, photos, tmp_path):
+    out = tmp_path / "file"
+    out.touch()
+    result = run_cli("colorize", "--checkpoint", run_dir, photos, "--out", out, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"colorize colorize: error: {out}: this is a file, not a folder"
+
+
 def test_a_damaged_saved_model_is_named(tmp_path, photos):
     folder = tmp_path / "damaged"
     folder.mkdir()

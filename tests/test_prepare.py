@@ -168,7 +168,7 @@ def test_an_output_folder_that_cannot_be_made_is_named_in_one_line(small_source,
     result = run_cli("prepare", "--data", small_source, "--out", tmp_path / "file" / "out", check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == \
-        f"colorize prepare: error: {tmp_path / 'file' / 'out'}: Not a directory"
+        f"colorize prepare: error: {tmp_path / 'file' / 'out'}: a part of this path is a file, not a folder"
 
 
 def test_a_resolution_no_model_can_use_is_refused_before_any_work(small_source, tmp_path):

@@ -234,7 +234,8 @@ def test_a_run_killed_within_an_epoch_resumes_at_its_next_batch_exactly(cifar_di
 def test_a_batch_larger_than_the_training_split_or_a_run_folder_that_cannot_be_made_is_named(cifar_dir, tmp_path):
     (tmp_path / "file").touch()
     for setting, message in [("data.batch_size=257", "data.batch_size: a batch of 257 images per process"),
-                             (f"run.dir={tmp_path / 'file' / 'run'}", f"{tmp_path / 'file' / 'run'}: Not a directory")]:
+                             (f"run.dir={tmp_path / 'file' / 'run'}",
+                              f"{tmp_path / 'file' / 'run'}: a part of this path is a file, not a folder")]:
         result = run_cli("train", "--config", REPO / "configs" / "smoke.yaml", f"data.dir={cifar_dir}",
                          f"run.dir={tmp_path / 'run'}", "data.train_limit=256", setting, check=False)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
