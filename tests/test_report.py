@@ -103,8 +103,8 @@ def test_a_run_whose_metrics_lack_a_figure_is_refused_by_name(tiny_runs, tmp_pat
 
 
 @pytest.mark.parametrize("command, content, message", [
-    (["report"], '{"test": ', "is not valid JSON (Expecting value"),
-    (["report"], "[]", "does not hold the metrics colorize writes"),
+    (["report", "{run}"], '{"test": ', "is not valid JSON (Expecting value"),
+    (["report", "{run}"], "[]", "does not hold the metrics colorize writes"),
     (["export", "{run}", "{run}-exported"], '{"test": ', "is not valid JSON"),
     (["train", "--resume", "{run}"], '{"test": ', "is not valid JSON"),
 ])
@@ -113,8 +113,7 @@ def test_a_damaged_metrics_file_is_named_with_what_to_do(tiny_runs, tmp_path, co
     run = tmp_path / "damaged"
     shutil.copytree(root / "tiny-s0", run)
     (run / "metrics.json").write_text(content)
-    arguments = [part.format(run=run) for part in command] if len(command) > 1 else [*command, run]
-    result = run_cli(*arguments, check=False)
+    result = run_cli(*(part.format(run=run) for part in command), check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{run / 'metrics.json'} {message}" in result.stderr
     assert f"colorize train --resume {run} to write it again" in result.stderr
