@@ -13,3 +13,9 @@ def check_positive(key: str, value) -> None:
     """ConfigError unless setting ``key`` is None or positive."""
     if value is not None and value <= 0:
         raise ConfigError(f"{key} must be positive, got {value}")
+
+
+def check_not_negative(key: str, value, note: str = "") -> None:
+    """ConfigError if setting ``key`` is below 0; ``note`` says what 0 means, such as "off"."""
+    if value < 0:
+        raise ConfigError(f"{key} must be at least 0{f' ({note})' if note else ''}, got {value}")

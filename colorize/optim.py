@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from colorize.errors import ConfigError, check_positive
+from colorize.errors import ConfigError, check_not_negative, check_positive
 from colorize.registry import Registry
 
 OPTIMIZERS = Registry("optimizer", "optim")
@@ -53,8 +53,7 @@ class AdamSettings(OptimizerSettings):
         for key in ("beta1", "beta2"):
             if not 0 <= getattr(self, key) < 1:
                 raise ConfigError(f"optim.{key} must be in [0, 1), got {getattr(self, key)}")
-        if self.eps < 0:
-            raise ConfigError(f"optim.eps must be at least 0, got {self.eps}")
+        check_not_negative("optim.eps", self.eps)
 
 
 @dataclass
@@ -69,8 +68,7 @@ class SGDSettings(OptimizerSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.momentum < 0:
-            raise ConfigError(f"optim.momentum must be at least 0, got {self.momentum}")
+        check_not_negative("optim.momentum", self.momentum)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> List[dict]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from colorize.errors import ConfigError, check_positive
+from colorize.errors import ConfigError, check_not_negative, check_positive
 
 LOADERS = ("ffcv", "memory")  # data.loader's kinds (colorize.data.loaders); auto picks one
 PRECISIONS = ("no", "fp32", "bf16", "fp16")  # train.mixed_precision besides auto (colorize.engine.runtime)
@@ -90,10 +90,8 @@ class TrainConfig:
         for key in ("epochs", "grad_accum", "patience", "log_every"):
             check_positive(f"train.{key}", getattr(self, key))
         check_positive("train.threads", self.threads)
-        if self.min_delta < 0:
-            raise ConfigError(f"train.min_delta must be at least 0 (0: every improvement counts), got {self.min_delta}")
-        if self.min_colorfulness < 0:
-            raise ConfigError(f"train.min_colorfulness must be at least 0 (off), got {self.min_colorfulness}")
+        check_not_negative("train.min_delta", self.min_delta, "0: every improvement counts")
+        check_not_negative("train.min_colorfulness", self.min_colorfulness, "off")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"train.ema must be at least 0 (off) and below 1, got {self.ema}")
         if self.checkpoint_every < 0:
