@@ -1,11 +1,13 @@
 """File helpers: durable atomic output (write under a temporary name, flush it to the disk,
-then rename), the clean-up of temporary names left by killed processes, and checksums.
+then rename), the clean-up of temporary names left by killed processes, checksums, and the
+reading of JSON files that must hold an object.
 
 Every rename here is preceded by an fsync of what is renamed and followed by an fsync of the
 folder that holds it, so that after a power loss a name points either to the old content or to
 the complete new one."""
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -111,6 +113,24 @@ def remove_stale_temporaries(directory: Path) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_path(path) as temporary:
         temporary.write_text(text)
+
+
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false",
+               type(None): "null"}
+
+
+def read_json_object(path: Path) -> dict:
+    """The JSON object in the file at ``path``. A ValueError names the file and what else it
+    holds: ``PATH is not valid JSON (...)`` or ``PATH is not a JSON object (it holds an
+    array)``; an OSError says why it cannot be read."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text())
+    except ValueError as error:  # not JSON, or not text
+        raise ValueError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} is not a JSON object (it holds {_JSON_KINDS[type(value)]})")
+    return value
 
 
 def previous_version(target: Path) -> Path:

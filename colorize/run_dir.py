@@ -6,11 +6,10 @@
     RUN_DIR/best/          the best model, a saved model (colorize.models.saved)
     RUN_DIR/grids/         the colour grid of every epoch
 """
-import json
 from pathlib import Path
 
 from colorize.errors import ColorizeError
-from colorize.io import previous_version
+from colorize.io import previous_version, read_json_object
 
 CONFIG, METRICS, LAST, BEST, GRIDS = "config.yaml", "metrics.json", "last", "best", "grids"
 
@@ -43,11 +42,8 @@ def read_metrics(run_dir: Path) -> dict:
     path = Path(run_dir) / METRICS
     if not path.is_file():
         return {}
-    again = f"remove it and run colorize train --resume {run_dir} to write it again"
     try:
-        metrics = json.loads(path.read_text())
-    except ValueError as error:  # not JSON, or not text
-        raise ColorizeError(f"{path} is not valid JSON ({error}); {again}") from None
-    if not isinstance(metrics, dict):
-        raise ColorizeError(f"{path} does not hold the metrics colorize writes (a JSON object); {again}")
-    return metrics
+        return read_json_object(path)
+    except ValueError as error:
+        raise ColorizeError(f"{error}; remove it and run colorize train --resume {run_dir} to write it again") \
+            from None

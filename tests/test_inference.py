@@ -193,12 +193,12 @@ def test_a_damaged_saved_model_is_named(tmp_path, photos):
     assert result.returncode == 1 and f"cannot load the model in {folder}" in result.stderr
     assert "Traceback" not in result.stderr
     (folder / "config.json").write_text("{not json")  # a damaged config
-    assert f"cannot load the model in {folder}: config.json is not valid JSON" in run_cli(
+    assert f"cannot load the model in {folder}: {folder / 'config.json'} is not valid JSON" in run_cli(
         "colorize", "--checkpoint", folder, photos, "--out", tmp_path / "o", check=False).stderr
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda config: [config], "its config.json is not a JSON object"),
+    (lambda config: [config], "{folder}/config.json is not a JSON object \\(it holds an array\\)"),
     (lambda config: {key: value for key, value in config.items() if key != "colour_scaling"},
      "its config.json lacks 'colour_scaling'"),
 ])
@@ -207,7 +207,7 @@ def test_a_saved_config_of_another_shape_is_named(tmp_path, change, message):
     save_model(create_model("fusion", FusionSettings(width=8)), folder, ["a"] * 10)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps(change(config)))
-    with pytest.raises(SavedModelError, match=f"cannot load the model in {folder}: {message}"):
+    with pytest.raises(SavedModelError, match=f"cannot load the model in {folder}: {message.format(folder=folder)}"):
         load_model(folder)
 
 

@@ -1,6 +1,6 @@
 """Durable output: what is renamed into place is on the disk first, and a replaced folder's
 previous version stays until the new one is in place; checksums are read again whenever a file
-may have changed."""
+may have changed; a JSON file that must hold an object is named with what it holds instead."""
 import hashlib
 import os
 import time
@@ -105,3 +105,22 @@ def test_a_file_written_just_now_is_hashed_every_time(tmp_path, hashings):
     io.sha256_file(path)
     io.sha256_file(path)
     assert len(hashings) == 2  # it could change again within its times' resolution, unseen
+
+
+@pytest.mark.parametrize("content, problem", [
+    ('{"a": ', "is not valid JSON (Expecting value: line 1 column 7 (char 6))"),
+    (b"\xff\xfe{}", "is not valid JSON ('utf-8' codec can't decode byte 0xff in position 0"),
+    ("[1]", "is not a JSON object (it holds an array)"),
+    ('"text"', "is not a JSON object (it holds a string)"),
+    ("1.5", "is not a JSON object (it holds a number)"),
+    ("true", "is not a JSON object (it holds true or false)"),
+    ("null", "is not a JSON object (it holds null)"),
+])
+def test_a_json_file_that_holds_no_object_is_named_with_what_it_holds(tmp_path, content, problem):
+    path = tmp_path / "state.json"
+    (path.write_bytes if isinstance(content, bytes) else path.write_text)(content)
+    with pytest.raises(ValueError) as raised:
+        io.read_json_object(path)
+    assert str(raised.value).startswith(f"{path} {problem}")
+    path.write_text('{"a": [1]}')
+    assert io.read_json_object(path) == {"a": [1]}

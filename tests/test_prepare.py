@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -101,20 +102,21 @@ def test_truncated_file_is_named_at_load_and_rebuilt_by_prepare(small_source, sm
 
 
 @pytest.mark.parametrize("change, problem", [
-    (lambda manifest: [manifest], "it is not a JSON object"),
-    (lambda manifest: {**manifest, "resolution": "32"}, "its resolution is missing or not a whole number"),
+    (lambda manifest: [manifest], "is not a JSON object (it holds an array)"),
+    (lambda manifest: {**manifest, "resolution": "32"},
+     "is damaged (its resolution is missing or not a whole number)"),
     (lambda manifest: {key: value for key, value in manifest.items() if key != "classes"},
-     "its classes is missing or not a list"),
+     "is damaged (its classes is missing or not a list)"),
     (lambda manifest: {**manifest, "splits": {**manifest["splits"], "val": {"file": "val.beton"}}},
-     "its splits.val.bytes is missing or not a whole number"),
-    (lambda manifest: {**manifest, "source": {}}, "its source.spec is missing or not text"),
+     "is damaged (its splits.val.bytes is missing or not a whole number)"),
+    (lambda manifest: {**manifest, "source": {}}, "is damaged (its source.spec is missing or not text)"),
 ])
 def test_a_manifest_of_another_shape_is_named_at_load_and_rebuilt_by_prepare(small_source, small_dir, tmp_path,
                                                                             change, problem):
     out = copy_prepared(small_dir, tmp_path)
     manifest = json.loads((out / "manifest.json").read_text())
     (out / "manifest.json").write_text(json.dumps(change(manifest)))
-    with pytest.raises(DataError, match=f"manifest.json is damaged \\({problem}\\); run colorize prepare again"):
+    with pytest.raises(DataError, match=re.escape(f"manifest.json {problem}; run colorize prepare again")):
         build_loaders(DataConfig(dir=str(out), batch_size=16), splits=("train",))
     rebuilt = prepare(str(small_source), out)
     assert {name: split["count"] for name, split in rebuilt["splits"].items()} == {"train": 108, "val": 12, "test": 33}

@@ -104,7 +104,7 @@ def test_a_run_whose_metrics_lack_a_figure_is_refused_by_name(tiny_runs, tmp_pat
 
 @pytest.mark.parametrize("command, content, message", [
     (["report", "{run}"], '{"test": ', "is not valid JSON (Expecting value"),
-    (["report", "{run}"], "[]", "does not hold the metrics colorize writes"),
+    (["report", "{run}"], "[]", "is not a JSON object (it holds an array)"),
     (["export", "{run}", "{run}-exported"], '{"test": ', "is not valid JSON"),
     (["train", "--resume", "{run}"], '{"test": ', "is not valid JSON"),
 ])

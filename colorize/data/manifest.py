@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import List
 
 from colorize.errors import ColorizeError
-from colorize.io import atomic_write_text, sha256_file
+from colorize.io import atomic_write_text, read_json_object, sha256_file
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
@@ -24,13 +24,14 @@ def read_manifest(data_dir: Path) -> dict:
             f"{data_dir} is not a prepared data directory (no {MANIFEST}); "
             f"create it with: colorize prepare --data SOURCE --out {data_dir}"
         )
+    again = "run colorize prepare again"
     try:
-        manifest = json.loads(path.read_text())
-        problem = _shape_problem(manifest)
-    except ValueError as error:  # not JSON, or not text
-        problem = str(error)
+        manifest = read_json_object(path)
+    except ValueError as error:
+        raise DataError(f"{error}; {again}") from None
+    problem = _field_problem(manifest, _FIELDS) or _entries_problem(manifest)
     if problem:
-        raise DataError(f"{path} is damaged ({problem}); run colorize prepare again")
+        raise DataError(f"{path} is damaged ({problem}); {again}")
     return manifest
 
 
@@ -53,13 +54,8 @@ def _field_problem(tree, fields, prefix: str = "") -> str:
     return ""
 
 
-def _shape_problem(manifest) -> str:
-    """What makes ``manifest`` other than the manifests colorize writes, or ''."""
-    if not isinstance(manifest, dict):
-        return "it is not a JSON object"
-    problem = _field_problem(manifest, _FIELDS)
-    if problem:
-        return problem
+def _entries_problem(manifest: dict) -> str:
+    """What makes the file entries of ``manifest`` other than those colorize writes, or ''."""
     parts = [(entry, _SPLIT_FIELDS, f"splits.{split}.") for split, entry in manifest["splits"].items()]
     if "prior" in manifest:
         parts.append((manifest["prior"], _FILE_FIELDS, "prior."))

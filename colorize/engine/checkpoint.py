@@ -73,7 +73,7 @@ def _read_objects(objects: Dict[str, Stateful], folder: Path) -> None:
         raise CheckpointError(f"{folder} keeps the training state as a pickle, which can run code when it is "
                               "read, so it is not resumed; start a new run with colorize train --config")
     try:
-        tree = json.loads((folder / STATE_JSON).read_text())
+        tree = io.read_json_object(folder / STATE_JSON)
         tensors = load_file(str(folder / STATE_TENSORS))
         for name, obj in objects.items():
             obj.load_state_dict(_join_tensors(tree[name], tensors))
@@ -133,8 +133,8 @@ def promote_best(run_dir: Path) -> None:
 def _model_epoch(folder: Path) -> Optional[int]:
     """The epoch a saved model in ``folder`` was trained to, if it is complete and says so."""
     try:
-        return json.loads((folder / MODEL_CONFIG).read_text()).get("epoch")
-    except (OSError, ValueError, AttributeError):
+        return io.read_json_object(folder / MODEL_CONFIG).get("epoch")
+    except (OSError, ValueError):
         return None
 
 

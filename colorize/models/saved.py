@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from colorize.core.color import AB_SCALE, L_CENTER, L_HALF_RANGE
 from colorize.errors import ColorizeError
-from colorize.io import replace_directory, staging_directory
+from colorize.io import read_json_object, replace_directory, staging_directory
 from colorize.models.factory import MODELS, create_model
 from colorize.models.head import BIN_CENTRES, set_shift_average, set_temperature
 
@@ -70,9 +70,7 @@ def load_model(folder, device="cpu", temperature: Optional[float] = None,
         raise SavedModelError(f"{folder} is not a saved model (it needs {MODEL_CONFIG} and {MODEL_WEIGHTS}); a run "
                               f"keeps its best model in RUN_DIR/best, and colorize export writes one")
     try:
-        config = json.loads((folder / MODEL_CONFIG).read_text())
-        if not isinstance(config, dict):
-            raise ValueError(f"its {MODEL_CONFIG} is not a JSON object")
+        config = read_json_object(folder / MODEL_CONFIG)
         if config["colour_scaling"] != COLOUR_SCALING:
             raise SavedModelError(f"{folder} was trained with colour scaling {config['colour_scaling']}, "
                                   f"this version uses {COLOUR_SCALING}")
@@ -86,9 +84,6 @@ def load_model(folder, device="cpu", temperature: Optional[float] = None,
         _check_weights_fit(folder, model, state)
         model.load_state_dict(state)
         model.classes = list(config["classes"])
-    except json.JSONDecodeError as error:
-        raise SavedModelError(f"cannot load the model in {folder}: {MODEL_CONFIG} is not valid JSON ({error})") \
-            from None
     except KeyError as missing:
         raise SavedModelError(f"cannot load the model in {folder}: its {MODEL_CONFIG} lacks {missing}") from None
     except (OSError, ValueError, TypeError, RuntimeError, ImportError, SafetensorError) as error:
