@@ -17,7 +17,6 @@ two epochs of ``steps`` batches in a fresh process and keep the second). Beside 
 training image (forward and backward, counted by torch), achieved GFLOP/s, the machine's measured
 matmul peak in fp32 and bf16, and utilization = achieved / peak of the entry's precision.
 """
-import json
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from colorize.engine.build import build_model, data_prior
 from colorize.engine.runtime import has_native_bf16, precision_label
 from colorize.errors import ColorizeError
 from colorize.models.base import gflop_per_image
-from colorize.run_dir import METRICS
+from colorize.run_dir import read_metrics
 
 RECIPE = recipe_path("reference")
 DEFAULT_STEPS = {"cpu": 16, "cuda": 80}  # a GPU takes milliseconds for 16 batches: too short to time well
@@ -61,7 +60,7 @@ def training_run(data_dir: Path, run_dir: Path, steps: int, batch_size: int, pre
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise ColorizeError(f"the benchmark's training run failed: {' '.join(command)}\n{result.stderr[-3000:]}")
-    metrics = json.loads((run_dir / METRICS).read_text())
+    metrics = read_metrics(run_dir)
     epoch = metrics["history"][1]["train"]
     return {"precision": precision_label(metrics["mixed_precision"]), "captured": metrics["cuda_graphs"],
             "processes": metrics["world_size"], "images_per_s": epoch["images_per_s"],
