@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from colorize.core.ab_bins import BinLookup, soft_encode
 from colorize.data.prior import MIX, AbPrior, rebalancing_weights
-from colorize.errors import ConfigError, check_positive
+from colorize.errors import ConfigError, check_not_negative, check_positive
 from colorize.models.prediction import Prediction
 from colorize.registry import Registry
 
@@ -25,8 +25,7 @@ class HuberClassSettings:
 
     def __post_init__(self):
         check_positive("loss.huber_delta", self.huber_delta)
-        if self.class_weight < 0:
-            raise ConfigError(f"loss.class_weight must be >= 0, got {self.class_weight}")
+        check_not_negative("loss.class_weight", self.class_weight, "0: colour only")
 
 
 @LOSSES.register("huber_class", HuberClassSettings)
@@ -53,8 +52,7 @@ class BinsClassSettings:
     rebalance_mix: float = MIX  # lambda: the uniform's share mixed into the prior; towards 1, rare colours weigh less
 
     def __post_init__(self):
-        if self.class_weight < 0:
-            raise ConfigError(f"loss.class_weight must be >= 0, got {self.class_weight}")
+        check_not_negative("loss.class_weight", self.class_weight, "0: colour only")
         if not 0 < self.rebalance_mix <= 1:
             raise ConfigError(f"loss.rebalance_mix must be in (0, 1] (1 weighs every colour alike), "
                               f"got {self.rebalance_mix}")

@@ -38,8 +38,7 @@ class OptimizerSettings:
         if self.lr > torch.finfo(torch.float32).max:
             raise ConfigError(f"optim.lr={self.lr} is beyond float32, in which the optimizers compute; "
                               "pick a learning rate such as 1e-3")
-        if self.weight_decay < 0:
-            raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        check_not_negative("optim.weight_decay", self.weight_decay, "0: no decay")
 
 
 @dataclass
