@@ -126,3 +126,12 @@ def test_compare_draws_every_run_on_the_same_validation_images(tiny_runs, tmp_pa
     image = Image.open(out)
     rows = ["grey", "tiny-s0", "wider", "true"]
     assert image.size == grids.grid_size(20, 32, rows=rows)
+    namesake = tmp_path / "namesake"  # another run of the same run.name
+    shutil.copytree(root / "tiny-s0", namesake)
+    run_cli("compare", root / "tiny-s0", namesake, "--out", out, "--per-class", "2")
+    rows = ["grey", f"tiny-s0 ({root / 'tiny-s0'})", f"tiny-s0 ({namesake})", "true"]
+    assert Image.open(out).size == grids.grid_size(20, 32, rows=rows)
+    result = run_cli("compare", root / "tiny-s0", "--out", tmp_path / "t.png", "--temperatures", "0.5", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and not (tmp_path / "t.png").exists()
+    assert f"--temperatures applies to networks with a bin head (model.head=bins); none of {root / 'tiny-s0'} has" \
+        in result.stderr
