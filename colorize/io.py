@@ -4,19 +4,24 @@ reading of JSON files that must hold an object.
 
 Every rename here is preceded by an fsync of what is renamed and followed by an fsync of the
 folder that holds it, so that after a power loss a name points either to the old content or to
-the complete new one."""
+the complete new one. What is renamed into place has the permissions of an ordinary new file,
+whichever library wrote it (safetensors writes files that only their owner can read)."""
 import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Dict, Iterator
 
 _TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)")  # what temporary_path names
 _STAGING_NAME = re.compile(r"\.(?P<name>.+)\.partial")  # what staging_path names
+_UMASK = os.umask(0o022)  # read once, as early as possible: reading it means setting it
+os.umask(_UMASK)
+USUAL_FILE_MODE = 0o666 & ~_UMASK  # what open() gives a new file in this process
 
 
 def temporary_path(path: Path) -> Path:
@@ -34,7 +39,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     temporary = temporary_path(path)
     try:
         yield temporary
-        sync_tree(temporary)
+        publish_tree(temporary)
         rename(temporary, path)
     finally:
         remove(temporary)
@@ -63,16 +68,24 @@ def _fsync(path: Path) -> None:
         os.close(descriptor)
 
 
-def sync_tree(path: Path) -> None:
-    """Flush the file ``path``, or every file and folder under the folder ``path``, to the disk."""
+def _publish_file(path: Path) -> None:
+    mode = os.lstat(path).st_mode
+    if stat.S_ISREG(mode) and stat.S_IMODE(mode) != USUAL_FILE_MODE:
+        os.chmod(path, USUAL_FILE_MODE)
+    _fsync(path)
+
+
+def publish_tree(path: Path) -> None:
+    """Give the file ``path``, or every file under the folder ``path``, the permissions of an
+    ordinary new file (:data:`USUAL_FILE_MODE`), and flush it and its folders to the disk."""
     path = Path(path)
     if path.is_dir():
         for directory, _, names in os.walk(path):
             for name in names:
-                _fsync(Path(directory) / name)
+                _publish_file(Path(directory) / name)
             _fsync(Path(directory))
     else:
-        _fsync(path)
+        _publish_file(path)
 
 
 def rename(source: Path, target: Path) -> None:
@@ -144,7 +157,7 @@ def replace_directory(source: Path, target: Path) -> None:
     :func:`previous_version` (which is kept while ``target`` is missing)."""
     source, target = Path(source), Path(target)
     old = previous_version(target)
-    sync_tree(source)
+    publish_tree(source)
     if target.exists():
         remove(old)
         rename(target, old)
@@ -204,5 +217,5 @@ def sha256_file(path: Path) -> str:
 def _identity(path: Path) -> tuple:
     """What a replacement of the file at ``path`` or a write to it changes: its path, file
     system, inode, size, modification and change times (last)."""
-    stat = os.stat(path)
-    return os.path.abspath(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+    status = os.stat(path)
+    return os.path.abspath(path), status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns

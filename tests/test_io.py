@@ -1,14 +1,21 @@
 """Durable output: what is renamed into place is on the disk first, and a replaced folder's
 previous version stays until the new one is in place; checksums are read again whenever a file
-may have changed; a JSON file that must hold an object is named with what it holds instead."""
+may have changed; what is renamed into place has the permissions of an ordinary new file; a JSON
+file that must hold an object is named with what it holds instead."""
 import hashlib
 import os
+import stat
 import time
 from types import SimpleNamespace
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from colorize import io
+from colorize.models import create_model
+from colorize.models.fusion import FusionSettings
+from colorize.models.saved import write_model
 
 
 @pytest.fixture
@@ -124,3 +131,25 @@ def test_a_json_file_that_holds_no_object_is_named_with_what_it_holds(tmp_path, 
     assert str(raised.value).startswith(f"{path} {problem}")
     path.write_text('{"a": [1]}')
     assert io.read_json_object(path) == {"a": [1]}
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_files_written_for_their_owner_only_are_published_with_the_usual_permissions(tmp_path):
+    (tmp_path / "plain.txt").write_text("x")
+    usual = _mode(tmp_path / "plain.txt")
+    assert usual == io.USUAL_FILE_MODE
+    with io.atomic_path(tmp_path / "prior.safetensors") as staged:
+        save_file({"x": torch.zeros(2)}, str(staged))  # safetensors writes 0600
+        os.chmod(staged, 0o600)  # whichever safetensors is installed
+    staging = io.staging_directory(tmp_path / "model")
+    write_model(create_model("fusion", FusionSettings(width=8)), staging, ["a"] * 10, card="# a model\n")
+    os.chmod(staging / "model.safetensors", 0o600)
+    os.symlink(tmp_path / "plain.txt", staging / "link")
+    os.chmod(tmp_path / "plain.txt", 0o400)
+    io.replace_directory(staging, tmp_path / "model")
+    published = [tmp_path / "prior.safetensors", *(tmp_path / "model").glob("*.*")]
+    assert {path.name: _mode(path) for path in published} == {path.name: usual for path in published}
+    assert _mode(tmp_path / "plain.txt") == 0o400  # a link is not followed

@@ -2,6 +2,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tarfile
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from conftest import CLASSES, read_source, run_cli, synthetic_image, write_image_folder
 
+from colorize import io
 from colorize.data.loaders import build_loaders
 from colorize.data.manifest import DataError, read_manifest
 from colorize.data.prepare import PrepareSettings, prepare, stratified_holdout
@@ -246,3 +248,5 @@ def test_an_image_that_cannot_be_decoded_is_named_and_its_split_written_without_
         assert len(batch.index) == counts[name] and batch.l.amax(dim=(1, 2, 3)).min() > 0  # no black stand-in
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "ab_prior.safetensors", "manifest.json", "test.beton", "train.beton", "val.beton"]
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in (tmp_path / "out").iterdir()}
+    assert modes == dict.fromkeys(modes, io.USUAL_FILE_MODE)  # a data folder others can read

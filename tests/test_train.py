@@ -3,6 +3,7 @@ import json
 import os
 import pickle
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -55,6 +56,9 @@ def test_smoke_run_trains_and_writes_a_complete_run_dir(two_epochs):
     assert "classifier.weight" in weights
     assert load_config(str(two_epochs / "config.yaml")).run.name == "smoke"
     assert not list(two_epochs.glob(".*"))  # no staging leftovers
+    modes = {str(path.relative_to(two_epochs)): stat.S_IMODE(path.stat().st_mode)
+             for path in two_epochs.rglob("*") if path.is_file()}
+    assert modes == dict.fromkeys(modes, io.USUAL_FILE_MODE)  # safetensors' own 0600 too: readable as any file
 
 
 def test_resumed_run_matches_an_uninterrupted_one(cifar_dir, two_epochs, tmp_path):
@@ -408,7 +412,7 @@ def _crash_at(monkeypatch, step: int) -> None:
             return operation(*paths)
         return wrapper
 
-    monkeypatch.setattr(io, "sync_tree", counted(io.sync_tree))
+    monkeypatch.setattr(io, "publish_tree", counted(io.publish_tree))
     monkeypatch.setattr(io, "rename", counted(io.rename))
     monkeypatch.setattr(io, "remove", counted(io.remove, skip_if_missing=True))
 
