@@ -15,6 +15,7 @@ import difflib
 import importlib
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -123,6 +124,23 @@ def _parse_yaml(text: str, origin: str):
         raise ConfigError(f"{origin} is not valid YAML: {error}") from None
 
 
+# An override's value that YAML reads as something other than its text: a list or mapping,
+# a quoted string, or null (also written ~ or left empty)
+_YAML_VALUE = re.compile(r"\s*([\[{'\"]|(~|null|Null|NULL)?\s*$)")
+
+
+def _override_value(key: str, text: str, origin: str):
+    """The value of override ``key=text``: the text as typed (``#`` and ``: `` included), or
+    what YAML reads where it is YAML's syntax for a list, mapping, quoted string or null."""
+    if not _YAML_VALUE.match(text):
+        return text.strip()
+    try:
+        return _parse_yaml(text, origin)
+    except ConfigError as error:
+        raise ConfigError(f"{str(error).splitlines()[0]}; for this text itself, quote it: {key}='\"{text}\"'") \
+            from None
+
+
 def _overrides_tree(overrides: Sequence[str]) -> dict:
     """``["train.epochs=5", ...]`` -> ``{"train": {"epochs": "5"}, ...}``, values as typed."""
     tree: dict = {}
@@ -136,7 +154,7 @@ def _overrides_tree(overrides: Sequence[str]) -> dict:
             node = node.setdefault(parent, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r} conflicts with an earlier override of {parent}")
-        node[name] = _parse_yaml(value, f"the value of override {item!r}")
+        node[name] = _override_value(key, value, f"the value of override {item!r}")
     return tree
 
 

@@ -76,6 +76,16 @@ def test_text_settings_keep_what_was_typed(tmp_path, key, text):
         assert _setting(load_config(str(tmp_path / "saved.yaml")), key) == text
 
 
+@pytest.mark.parametrize("override, value", [
+    ("run.name=exp #3", "exp #3"), ("data.dir=runs/x # y", "runs/x # y"), ("tracking.group=lr: 3e-4", "lr: 3e-4"),
+    ("run.dir= runs/a ", "runs/a"), ('run.name="[a] b"', "[a] b"), ("tracking.tags=[a, b]", ["a", "b"]),
+    ("tracking.entity=", None),
+])
+def test_an_override_keeps_its_text_whole_unless_it_is_a_yaml_list_quote_or_null(override, value):
+    key = override.partition("=")[0]
+    assert _setting(load_config(None, [override]), key) == value
+
+
 @pytest.mark.parametrize("key, text, value", [
     ("data.hflip", "no", False), ("data.hflip", "on", True), ("data.os_cache", "false", False),
     ("train.epochs", "05", 5), ("optim.lr", "1e-3", 1e-3), ("train.threads", "null", None),
@@ -108,6 +118,7 @@ def test_booleans_numbers_and_null_are_typed_by_the_setting(tmp_path, key, text,
     (["model.width=3"], "model.width=3 must be a multiple of model.decoder_groups=2"),
     (["model.name=unet_fusion", "model.width=7"], "model.width=7 must be a multiple of model.decoder_groups=2"),
     (["epochs"], "must look like key=value"),
+    (["data.dir=[2024] cifar"], r"""not valid YAML: .*; for this text itself, quote it: data.dir='"\[2024\] cifar"'"""),
     (["train=5"], "train in the command line must be a section of settings, such as train: {epochs: 30}"),
     (["model=fusion"], "model in the command line must be a section of settings, such as model: {name: fusion}"),
 ])
