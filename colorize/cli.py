@@ -71,8 +71,11 @@ def _colorize(args) -> int:
                             shift_average=args.shift_average)
     for line in report.failed:
         print(f"colorize colorize: error: {line}", file=sys.stderr)
-    print(f"colourized {len(report.written)} images into {args.out}"
-          + (f"; {len(report.failed)} failed" if report.failed else ""))
+    written, passed_over = len(report.written), report.passed_over
+    print(f"colourized {written} image{'' if written == 1 else 's'} into {args.out}"
+          + (f"; {len(report.failed)} failed" if report.failed else "")
+          + (f"; passed over {len(passed_over)} {'file' if len(passed_over) == 1 else 'files'} whose suffix is "
+             f"not an image's, such as {passed_over[0]}" if passed_over else ""))
     return 1 if report.failed else 0
 
 

@@ -45,7 +45,8 @@ def photos(tmp_path_factory):
     Image.fromarray(grey.astype(np.uint16) * 257).save(folder / "camera16.png")  # 16-bit grey
     Image.fromarray(PHOTOS["chelsea"]).convert("P").save(folder / "palette.png")
     Image.fromarray(PHOTOS["chelsea"]).convert("RGBA").save(folder / "alpha.png")
-    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.png").write_text("not an image")
+    (folder / "notes.txt").write_text("not an image, and not named like one")
     return folder
 
 
@@ -53,8 +54,10 @@ def test_photos_keep_size_and_l_and_bad_files_are_reported(run_dir, photos, tmp_
     out = tmp_path / "out"
     result = run_cli("colorize", "--checkpoint", run_dir, photos, "--out", out, check=False)
     assert result.returncode == 1  # one input failed
-    assert "notes.txt" in result.stderr and "Traceback" not in result.stderr
-    assert "colourized 7 images" in result.stdout
+    assert f"{photos / 'broken.png'}: not a readable image" in result.stderr and "Traceback" not in result.stderr
+    assert "notes.txt" not in result.stderr
+    assert (f"colourized 7 images into {out}; 1 failed; passed over 1 file whose suffix is not an image's, "
+            f"such as {photos / 'notes.txt'}") in result.stdout
     written = sorted(p.name for p in out.iterdir())
     assert written == ["alpha.png", "astronaut.png", "camera.png", "camera16.png", "chelsea.png",
                        "coffee.png", "palette.png"]
@@ -108,13 +111,20 @@ def test_out_must_not_overwrite_an_input(run_dir, tmp_path):
 
 def test_globs_files_and_directories(photos, tmp_path):
     (tmp_path / "empty").mkdir()
-    files, errors = expand_inputs([str(photos / "a*.png"), str(photos / "coffee.jpg"),
-                                   str(tmp_path / "none*"), str(tmp_path / "empty")])
-    assert [f.name for f in files] == ["alpha.png", "astronaut.png", "coffee.jpg"]
-    assert errors == [f"{tmp_path / 'none*'}: no such file, directory or matching glob",
-                      f"{tmp_path / 'empty'}: a directory with no files in it"]
-    files, _ = expand_inputs([str(photos)])
-    assert len(files) == 8
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("text")
+    found = expand_inputs([str(photos / "a*.png"), str(photos / "coffee.jpg"), str(tmp_path / "none*"),
+                           str(tmp_path / "empty"), str(tmp_path / "notes"), str(photos / "*.txt"),
+                           str(photos / "notes.txt")])  # named: tried whatever its suffix
+    assert [f.name for f in found.files] == ["alpha.png", "astronaut.png", "coffee.jpg", "notes.txt"]
+    suffixes = ".png .jpg .jpeg .bmp .gif .webp .tif .tiff .ppm .pgm"
+    assert found.errors == [f"{tmp_path / 'none*'}: no such file, directory or matching glob",
+                            f"{tmp_path / 'empty'}: a directory with no image files (suffixes {suffixes})",
+                            f"{tmp_path / 'notes'}: a directory with no image files (suffixes {suffixes})",
+                            f"{photos / '*.txt'}: a glob with no image files (suffixes {suffixes})"]
+    assert found.passed_over == [tmp_path / "notes" / "a.txt"]  # notes.txt is named too
+    found = expand_inputs([str(photos)])
+    assert len(found.files) == 8 and [p.name for p in found.passed_over] == ["notes.txt"]
 
 
 def test_many_inputs_are_listed_in_linear_time_and_a_taken_output_is_skipped(tmp_path, monkeypatch):
@@ -132,7 +142,7 @@ def test_many_inputs_are_listed_in_linear_time_and_a_taken_output_is_skipped(tmp
         return equal(self, other)
 
     monkeypatch.setattr(PurePath, "__eq__", counting_equal)
-    files, _ = expand_inputs([str(folder), str(folder / "0001.jpg")])
+    files = expand_inputs([str(folder), str(folder / "0001.jpg")]).files
     report = Report()
     targets = _output_paths(files, tmp_path / "out", report)
     monkeypatch.undo()

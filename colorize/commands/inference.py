@@ -4,13 +4,15 @@ The network sees the image's L channel resized to its own resolution; the predic
 upsampled to the original size and joined with the original full-resolution L, so detail is
 kept (colours outside the sRGB gamut lose chroma rather than L). Outputs are PNGs with the
 input's name and size. A file that cannot be read is reported by name and skipped; the rest
-are still processed. An output that would replace one of the inputs is refused.
+are still processed. In a directory or a glob's matches, files whose suffix is not an image's
+(notes, sidecar files) are passed over and counted. An output that would replace one of the
+inputs is refused.
 """
 import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 import torch
@@ -19,7 +21,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from colorize.core.color import join_lab, lab_to_rgb_keeping_l, rgb_to_lab
-from colorize.core.images import UnreadableImage, read_rgb, rgb_to_uint8
+from colorize.core.images import IMAGE_SUFFIXES, UnreadableImage, read_rgb, rgb_to_uint8
 from colorize.errors import ColorizeError
 from colorize.io import atomic_path
 from colorize.models.saved import load_model
@@ -30,29 +32,43 @@ from colorize.run_dir import model_folder
 class Report:
     written: List[Path] = field(default_factory=list)
     failed: List[str] = field(default_factory=list)  # one line per file: its name and why
+    passed_over: List[Path] = field(default_factory=list)  # found in a directory or glob, not images
 
 
-def expand_inputs(inputs: Iterable[str]) -> Tuple[List[Path], List[str]]:
-    """Files named directly, the files inside named directories, and glob matches, in order;
-    plus one error line per input that matches nothing or is an empty directory."""
-    files, errors = [], []
+@dataclass
+class Inputs:
+    files: List[Path] = field(default_factory=list)
+    passed_over: List[Path] = field(default_factory=list)  # found in a directory or glob, not images
+    errors: List[str] = field(default_factory=list)  # one line per input that gives no image file
+
+
+def expand_inputs(inputs: Iterable[str]) -> Inputs:
+    """Files named directly, and the image files inside named directories and among glob
+    matches, in order; the other files found there; one error line per input that gives no
+    image file."""
+    found = Inputs()
     for item in inputs:
         path = Path(item)
         if path.is_file():
-            files.append(path)
-        elif path.is_dir():
-            inside = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-            files += inside
-            if not inside:
-                errors.append(f"{item}: a directory with no files in it")
+            found.files.append(path)
+            continue
+        if path.is_dir():
+            candidates = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         else:
-            matches = sorted(Path(m) for m in glob.glob(item) if os.path.isfile(m))
-            if matches:
-                files += matches
-            else:
-                errors.append(f"{item}: no such file, directory or matching glob")
-    unique = list(dict.fromkeys(files))
-    return unique, errors
+            candidates = sorted(Path(m) for m in glob.glob(item) if os.path.isfile(m))
+            if not candidates:
+                found.errors.append(f"{item}: no such file, directory or matching glob")
+                continue
+        images = [p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES]
+        found.files += images
+        found.passed_over += [p for p in candidates if p.suffix.lower() not in IMAGE_SUFFIXES]
+        if not images:
+            found.errors.append(f"{item}: {'a directory' if path.is_dir() else 'a glob'} with no image files "
+                                f"(suffixes {' '.join(IMAGE_SUFFIXES)})")
+    found.files = list(dict.fromkeys(found.files))
+    named = set(found.files)
+    found.passed_over = [path for path in dict.fromkeys(found.passed_over) if path not in named]
+    return found
 
 
 def _network_input(l: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -103,9 +119,9 @@ def colorize_files(model_path: Path, inputs: Iterable[str], out_dir: Path, batch
     decoding bin scores at ``temperature`` and averaging over one-pixel shifts if
     ``shift_average`` (defaults: the model's); ``trust_code``: see
     :func:`colorize.models.saved.load_model`."""
-    files, failed = expand_inputs(inputs)
-    report = Report(failed=failed)
-    targets = _output_paths(files, out_dir, report)
+    found = expand_inputs(inputs)
+    report = Report(failed=found.errors, passed_over=found.passed_over)
+    targets = _output_paths(found.files, out_dir, report)
     if not targets and not report.failed:
         raise ColorizeError("no input images given")
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
