@@ -117,11 +117,45 @@ _TextLoader.yaml_implicit_resolvers = {
 }
 
 
-def _parse_yaml(text: str, origin: str):
+# In one YAML text: far more than settings need, far less than an alias bomb expands to or
+# than the libraries that read the settings can nest
+MOST_VALUES, MOST_DEPTH = 10_000, 20
+
+
+def _parse_yaml(text: str, origin: str, what_to_do: str = ""):
+    """The settings in the YAML ``text`` read from ``origin``; ``what_to_do`` follows the
+    first line of a syntax error."""
     try:
-        return yaml.load(text, Loader=_TextLoader)
+        tree = yaml.load(text, Loader=_TextLoader)
     except yaml.YAMLError as error:
-        raise ConfigError(f"{origin} is not valid YAML: {error}") from None
+        message = f"{str(error).splitlines()[0]}; {what_to_do}" if what_to_do else str(error)
+        raise ConfigError(f"{origin} is not valid YAML: {message}") from None
+    except RecursionError:
+        raise _too_deep(origin) from None
+    _check_size(tree, origin)
+    return tree
+
+
+def _too_deep(origin: str) -> ConfigError:
+    return ConfigError(f"{origin} nests lists or mappings more than {MOST_DEPTH} deep, or holds a YAML alias "
+                       "(*name) inside its own anchor; settings nest a few levels")
+
+
+def _check_size(tree, origin: str) -> None:
+    """ConfigError if ``tree``, its YAML aliases expanded, holds more than :data:`MOST_VALUES`
+    values (an alias inside itself never ends, and aliases of aliases multiply) or nests more
+    than :data:`MOST_DEPTH` deep."""
+    pending, count = [(tree, 0)], 0
+    while pending:
+        node, depth = pending.pop()
+        count += 1
+        if count > MOST_VALUES:
+            raise ConfigError(f"{origin} holds more than {MOST_VALUES:,} values once its YAML aliases (*name) are "
+                              "expanded; write the settings out")
+        if depth > MOST_DEPTH:
+            raise _too_deep(origin)
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        pending.extend((child, depth + 1) for child in children)
 
 
 # An override's value that YAML reads as something other than its text: a list or mapping,
@@ -134,11 +168,7 @@ def _override_value(key: str, text: str, origin: str):
     what YAML reads where it is YAML's syntax for a list, mapping, quoted string or null."""
     if not _YAML_VALUE.match(text):
         return text.strip()
-    try:
-        return _parse_yaml(text, origin)
-    except ConfigError as error:
-        raise ConfigError(f"{str(error).splitlines()[0]}; for this text itself, quote it: {key}='\"{text}\"'") \
-            from None
+    return _parse_yaml(text, origin, f"for this text itself, quote it: {key}='\"{text}\"'")
 
 
 def _overrides_tree(overrides: Sequence[str]) -> dict:

@@ -127,6 +127,23 @@ def test_bad_settings_are_named(overrides, message):
         load_config(None, overrides)
 
 
+_ALIASES_OF_ALIASES = "x0: &x0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+    f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 10)}]\n" for i in range(1, 8))  # 10^8 values
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train:\n  epochs: &a [*a]\n", "nests lists or mappings more than 20 deep, or holds a YAML alias"),
+    ("train:\n  epochs: " + "[" * 300 + "]" * 300 + "\n", "nests lists or mappings more than 20 deep"),
+    (_ALIASES_OF_ALIASES, "holds more than 10,000 values once its YAML aliases"),
+    ("train:\n  epochs: !!python/object/apply:os.system [echo]\n", "could not determine a constructor"),
+])
+def test_a_yaml_file_that_would_run_code_or_never_end_is_refused_by_name(tmp_path, text, message):
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"config file {path} .*{message}"):
+        load_config(str(path))
+
+
 def test_unknown_key_in_a_file_names_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("train:\n  epoch: 3\n")
