@@ -139,7 +139,7 @@ def read_json_object(path: Path) -> dict:
     path = Path(path)
     try:
         value = json.loads(path.read_text())
-    except ValueError as error:  # not JSON, or not text
+    except (ValueError, RecursionError) as error:  # not JSON, not text, or nested without end
         raise ValueError(f"{path} is not valid JSON ({error})") from None
     if not isinstance(value, dict):
         raise ValueError(f"{path} is not a JSON object (it holds {_JSON_KINDS[type(value)]})")

@@ -117,6 +117,7 @@ def test_a_file_written_just_now_is_hashed_every_time(tmp_path, hashings):
 @pytest.mark.parametrize("content, problem", [
     ('{"a": ', "is not valid JSON (Expecting value: line 1 column 7 (char 6))"),
     (b"\xff\xfe{}", "is not valid JSON ('utf-8' codec can't decode byte 0xff in position 0"),
+    ("[" * 100_000 + "]" * 100_000, "is not valid JSON (maximum recursion depth exceeded"),
     ("[1]", "is not a JSON object (it holds an array)"),
     ('"text"', "is not a JSON object (it holds a string)"),
     ("1.5", "is not a JSON object (it holds a number)"),
