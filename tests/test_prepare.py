@@ -112,6 +112,11 @@ def test_truncated_file_is_named_at_load_and_rebuilt_by_prepare(small_source, sm
     (lambda manifest: {**manifest, "splits": {**manifest["splits"], "val": {"file": "val.beton"}}},
      "is damaged (its splits.val.bytes is missing or not a whole number)"),
     (lambda manifest: {**manifest, "source": {}}, "is damaged (its source.spec is missing or not text)"),
+    (lambda manifest: {**manifest, "splits": {**manifest["splits"], "train": {**manifest["splits"]["train"],
+                                                                              "file": "../train.beton"}}},
+     "is damaged (its splits.train.file is '../train.beton', not the name of a file in the folder)"),
+    (lambda manifest: {**manifest, "prior": {**manifest["prior"], "file": "/etc/passwd"}},
+     "is damaged (its prior.file is '/etc/passwd', not the name of a file in the folder)"),
 ])
 def test_a_manifest_of_another_shape_is_named_at_load_and_rebuilt_by_prepare(small_source, small_dir, tmp_path,
                                                                             change, problem):

@@ -54,12 +54,23 @@ def _field_problem(tree, fields, prefix: str = "") -> str:
     return ""
 
 
+def _entry_problem(entry, fields, prefix: str) -> str:
+    problem = _field_problem(entry, fields, prefix)
+    if problem:
+        return problem
+    name = entry["file"]
+    if name in ("", ".", "..") or Path(name).name != name:
+        return f"its {prefix}file is {name!r}, not the name of a file in the folder"
+    return ""
+
+
 def _entries_problem(manifest: dict) -> str:
-    """What makes the file entries of ``manifest`` other than those colorize writes, or ''."""
+    """What makes the file entries of ``manifest`` other than those colorize writes (each names
+    a file in the manifest's folder), or ''."""
     parts = [(entry, _SPLIT_FIELDS, f"splits.{split}.") for split, entry in manifest["splits"].items()]
     if "prior" in manifest:
         parts.append((manifest["prior"], _FILE_FIELDS, "prior."))
-    return next(filter(None, (_field_problem(*part) for part in parts)), "")
+    return next(filter(None, (_entry_problem(*part) for part in parts)), "")
 
 
 def write_manifest(data_dir: Path, manifest: dict) -> None:
