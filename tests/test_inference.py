@@ -211,6 +211,8 @@ def test_a_damaged_saved_model_is_named(tmp_path, photos):
     (lambda config: [config], "{folder}/config.json is not a JSON object \\(it holds an array\\)"),
     (lambda config: {key: value for key, value in config.items() if key != "colour_scaling"},
      "its config.json lacks 'colour_scaling'"),
+    (lambda config: {**config, "resolution": 1_000_000},  # the network would be fed 10^12 pixels per image
+     "model 'fusion' cannot take 1000000x1000000 images: the largest it takes is 2048x2048"),
 ])
 def test_a_saved_config_of_another_shape_is_named(tmp_path, change, message):
     folder = tmp_path / "reshaped"

@@ -180,12 +180,15 @@ def test_an_output_folder_that_cannot_be_made_is_named_in_one_line(small_source,
         f"colorize prepare: error: {tmp_path / 'file' / 'out'}: a part of this path is a file, not a folder"
 
 
-def test_a_resolution_no_model_can_use_is_refused_before_any_work(small_source, tmp_path):
-    result = run_cli("prepare", "--data", small_source, "--out", tmp_path / "o", "--resolution", "50",
+@pytest.mark.parametrize("resolution, message", [
+    ("50", "--resolution 50 suits no model: fusion needs a multiple of 8 (nearest: 48 or 56)"),
+    ("4096", "--resolution 4096 is beyond 2048, the largest image side colorize's networks take"),
+])
+def test_a_resolution_no_model_can_use_is_refused_before_any_work(small_source, tmp_path, resolution, message):
+    result = run_cli("prepare", "--data", small_source, "--out", tmp_path / "o", "--resolution", resolution,
                      check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "--resolution 50" in result.stderr and "fusion" in result.stderr
-    assert "48 or 56" in result.stderr
+    assert message in result.stderr
     assert "decoding" not in result.stderr and not (tmp_path / "o").exists()
 
 

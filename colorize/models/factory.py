@@ -14,8 +14,11 @@ def resolution_multiple(name: str) -> int:
     return MODELS.entry(name).factory.resolution_multiple
 
 
+MAX_RESOLUTION = 2048  # the largest image side a network takes: 4 MPixel per image
+
+
 def _fits(name: str, resolution: int) -> bool:
-    return resolution > 0 and resolution % resolution_multiple(name) == 0
+    return 0 < resolution <= MAX_RESOLUTION and resolution % resolution_multiple(name) == 0
 
 
 def _needs(name: str, resolution: int) -> str:
@@ -28,6 +31,9 @@ def _needs(name: str, resolution: int) -> str:
 
 def check_resolution(resolution: int) -> None:
     """Raise ConfigError when no registered model can take images of ``resolution``."""
+    if resolution > MAX_RESOLUTION:
+        raise ConfigError(f"--resolution {resolution} is beyond {MAX_RESOLUTION}, the largest image side "
+                          "colorize's networks take")
     if not any(_fits(name, resolution) for name in MODELS.names()):
         needs = "; ".join(_needs(name, resolution) for name in MODELS.names())
         raise ConfigError(f"--resolution {resolution} suits no model: {needs}")
@@ -39,6 +45,9 @@ def create_model(name: str, settings=None, num_classes: int = 10, resolution: in
     centres (Q, 2), for a network with a bin head. The network keeps its ``name``, ``settings``
     and ``resolution`` as attributes (saving it writes them)."""
     entry = MODELS.entry(name)
+    if resolution > MAX_RESOLUTION:
+        raise ConfigError(f"model {name!r} cannot take {resolution}x{resolution} images: the largest it takes "
+                          f"is {MAX_RESOLUTION}x{MAX_RESOLUTION}")
     if not _fits(name, resolution):
         raise ConfigError(f"model {name!r} cannot take {resolution}x{resolution} images: "
                           f"{_needs(name, resolution)}; run colorize prepare again with one of "
