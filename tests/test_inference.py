@@ -245,6 +245,10 @@ def test_weights_that_do_not_fit_the_config_are_refused_in_one_line(tmp_path):
     message = str(error.value)
     assert "\n" not in message and "model.safetensors does not fit the network its config.json" in message
     assert "62 of another shape, such as decoder.0.0.bias [16] (the network has [32])" in message
+    config["settings"]["width"] = 100_000  # 360 GB in one layer: compared by shape, never built
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SavedModelError, match="does not fit the network its config.json describes"):
+        load_model(folder)
 
 
 def test_the_module_of_an_unknown_network_is_imported_only_when_trusted(run_dir, photos, tmp_path,

@@ -3,6 +3,7 @@
 colour scaling it was trained with), ``model.safetensors`` and, for exported models, a model
 card ``README.md``. The layout of Hugging Face Hub models, so ``huggingface_hub.upload_folder``
 can publish one as it is."""
+import functools
 import importlib
 import json
 from dataclasses import asdict
@@ -79,9 +80,11 @@ def load_model(folder, device="cpu", temperature: Optional[float] = None,
             _import_trusted(folder, config["module"], trust_code)  # colorize's own are imported already
         settings = MODELS.entry(config["name"]).settings(**config["settings"])
         state = load_file(str(folder / MODEL_WEIGHTS))
-        model = create_model(config["name"], settings, len(config["classes"]), config["resolution"],
-                             bins=state.get(BIN_CENTRES))
-        _check_weights_fit(folder, model, state)
+        build = functools.partial(create_model, config["name"], settings, len(config["classes"]),
+                                  config["resolution"], bins=state.get(BIN_CENTRES))
+        with torch.device("meta"):  # shapes only: a config that describes a huge network takes no memory
+            _check_weights_fit(folder, build(), state)
+        model = build()
         model.load_state_dict(state)
         model.classes = list(config["classes"])
     except KeyError as missing:
