@@ -18,10 +18,11 @@ from colorize.show import grids
 def compare_runs(run_dirs: Sequence[Path], out: Path, per_class: int = 1, data_dir: Optional[str] = None,
                  temperatures: Sequence[float] = (), trust_code: bool = False) -> Path:
     """Draw the comparison of ``run_dirs`` on the first ``per_class`` validation images of each
-    class of ``data_dir`` (default: the first run's data) into the PNG ``out``; a run whose
-    network has a bin head gets a row per one of ``temperatures`` (default: one, its own; they
-    are refused when no run has a bin head). The
-    runs' ``imports:`` and their models' modules are imported only with ``trust_code``."""
+    class of ``data_dir`` (default: the first run's data) into the PNG ``out``, a row per run
+    labelled with its name (and its folder, when runs share a name). A run whose network has a
+    bin head gets a row per one of ``temperatures`` (default: one, its own; they are refused
+    when no run has a bin head). The runs' ``imports:`` and their models' modules are imported
+    only with ``trust_code``."""
     runs = list(dict.fromkeys(Path(run_dir) for run_dir in run_dirs))
     configs = [load_run_config(run, trust_code=trust_code) for run in runs]
     data_dir = data_dir or configs[0].data.dir
