@@ -151,7 +151,9 @@ _SHIFT_AVERAGE_HELP = ("also average each prediction over the image moved by one
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="colorize", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="colorize", description="Train automatic image colourization networks and colourize images with them.",
+        epilog="colorize COMMAND --help describes a command; the guide is docs/usage.md")
     commands = parser.add_subparsers(dest="command", required=True)
 
     prepare = commands.add_parser("prepare", help="turn a data source into FFCV files of LAB images")

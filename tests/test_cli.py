@@ -32,6 +32,14 @@ def test_a_count_below_one_is_refused_by_name(arguments, value, message, capsys)
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"argument {arguments[-1]}: {message}")
 
 
+def test_the_help_says_what_colorize_does_in_plain_words(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "Train automatic image colourization networks" in text and "docs/usage.md" in text
+    assert "``" not in text  # no markup of docstrings
+
+
 def test_models_list_a_resolution_they_cannot_take(capsys):
     assert main(["list", "--resolution", "0"]) == 0
     assert capsys.readouterr().out.count("[does not take 0x0 images]") >= 3
