@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.set_defaults(run=_prepare)
 
     train = commands.add_parser("train", help="train a model (under accelerate launch for several processes)")
-    train.add_argument("--config", help="a YAML recipe, e.g. configs/reference.yaml")
+    train.add_argument("--config", help="a YAML recipe, e.g. configs/reference.yaml, or the name of one that "
+                                        "colorize ships, e.g. reference")
     train.add_argument("--resume", help="continue the run in this directory from its last checkpoint")
     train.add_argument("overrides", nargs="*", metavar="key=value",
                        help="dotted overrides of config settings, e.g. train.epochs=5 data.dir=data/x")

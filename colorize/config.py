@@ -229,20 +229,27 @@ def _check_finite(values: dict, prefix: str = "") -> None:
 RECIPES = Path(__file__).resolve().parent / "configs"  # the recipes colorize ships
 
 
+def _shipped() -> List[str]:
+    return sorted(recipe.stem for recipe in RECIPES.glob("*.yaml"))
+
+
 def _file_stages(path) -> List[Tuple[dict, str]]:
-    """The sections of the config file at ``path``, after those of the recipe its ``base:`` names."""
+    """The sections of the config file at ``path`` (or of the recipe colorize ships by that
+    name, where there is no such file), after those of the recipe its ``base:`` names."""
+    if not os.path.isfile(path) and str(path) in _shipped():
+        path = recipe_path(str(path))
     if not os.path.isfile(path):
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} does not exist; give a YAML file or the name of a recipe "
+                          f"colorize ships: {', '.join(_shipped())}")
     content = _parse_yaml(Path(path).read_text(), f"config file {path}") or {}
     if not isinstance(content, dict):
         raise ConfigError(f"config file {path} must hold sections such as train: and data:")
     base = content.pop("base", None)
     if base is None:
         return [(content, str(path))]
-    shipped = sorted(recipe.stem for recipe in RECIPES.glob("*.yaml"))
-    if base not in shipped:
+    if base not in _shipped():
         raise ConfigError(f"base: {base!r} in config file {path} is not a recipe colorize ships; "
-                          f"choose one of {', '.join(shipped)}")
+                          f"choose one of {', '.join(_shipped())}")
     return _file_stages(recipe_path(base)) + [(content, str(path))]
 
 

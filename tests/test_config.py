@@ -144,6 +144,14 @@ def test_a_yaml_file_that_would_run_code_or_never_end_is_refused_by_name(tmp_pat
         load_config(str(path))
 
 
+def test_a_shipped_recipe_is_named_by_its_name_where_no_such_file_is(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # away from the checkout's configs/
+    assert load_config("vivid") == load_config(str(REPO / "configs" / "vivid.yaml"))
+    with pytest.raises(ConfigError, match="config file vivd does not exist; give a YAML file or the name of a "
+                                          "recipe colorize ships: accurate, .*vivid"):
+        load_config("vivd")
+
+
 def test_unknown_key_in_a_file_names_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("train:\n  epoch: 3\n")
