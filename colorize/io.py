@@ -71,7 +71,8 @@ def _fsync(path: Path) -> None:
 def _publish_file(path: Path) -> None:
     mode = os.lstat(path).st_mode
     if stat.S_ISREG(mode) and stat.S_IMODE(mode) != USUAL_FILE_MODE:
-        os.chmod(path, USUAL_FILE_MODE)
+        with contextlib.suppress(OSError):  # a file system with fixed permissions (FAT, some mounts) keeps its own
+            os.chmod(path, USUAL_FILE_MODE)
     _fsync(path)
 
 

@@ -154,3 +154,13 @@ def test_files_written_for_their_owner_only_are_published_with_the_usual_permiss
     published = [tmp_path / "prior.safetensors", *(tmp_path / "model").glob("*.*")]
     assert {path.name: _mode(path) for path in published} == {path.name: usual for path in published}
     assert _mode(tmp_path / "plain.txt") == 0o400  # a link is not followed
+
+
+def test_a_file_system_that_refuses_permissions_still_gets_the_file(tmp_path, monkeypatch):
+    def refuse(path, mode):
+        raise PermissionError(1, "Operation not permitted", str(path))
+
+    monkeypatch.setattr(os, "chmod", refuse)
+    with io.atomic_path(tmp_path / "prior.safetensors") as staged:
+        save_file({"x": torch.zeros(2)}, str(staged))
+    assert (tmp_path / "prior.safetensors").is_file()
