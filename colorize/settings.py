@@ -120,6 +120,11 @@ class RunConfig:
     name: str = "reference"
     dir: Optional[str] = None  # default: runs/<name>
 
+    def __post_init__(self):
+        if os.path.isabs(self.name) or any(part in ("", ".", "..") for part in self.name.split("/")):
+            raise ConfigError(f"run.name={self.name!r} must name a folder inside runs/ (such as lr3e-4 or "
+                              "sweep/lr3e-4); for a run elsewhere, set run.dir")
+
     @property
     def path(self) -> Path:
         return Path(self.dir if self.dir is not None else os.path.join("runs", self.name))
