@@ -22,6 +22,14 @@ def _count(text: str) -> int:
     return value
 
 
+def _png(text: str) -> str:
+    """The argparse type of the pictures colorize draws: a path whose name ends in .png."""
+    if Path(text).suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"colorize draws PNG pictures: name the file with .png, as "
+                                         f"{Path(text).with_suffix('.png')}")
+    return text
+
+
 def _prepare(args) -> int:
     from colorize.data.prepare import PrepareSettings, prepare
 
@@ -220,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="runs of one recipe that differ only in train.seed become one row")
     report.add_argument("--per-class", action="store_true",
                         help="instead, each class's test ab L1 and colourfulness ratio per recipe")
-    report.add_argument("--plot", metavar="FILE",
+    report.add_argument("--plot", metavar="FILE", type=_png,
                         help="also draw test colourfulness ratio against test ab L1 (a PNG)")
     report.add_argument("--trust-code", action="store_true", help=_TRUST_CODE_HELP)
     report.set_defaults(run=_report)
@@ -228,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="the same validation images colourized by several runs, "
                                                   "in one picture")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    compare.add_argument("--out", required=True, help="the PNG to write")
+    compare.add_argument("--out", required=True, type=_png, help="the PNG to write")
     compare.add_argument("--per-class", type=_count, default=1, help="validation images per class")
     compare.add_argument("--data", help="a prepared directory (default: the first run's data.dir)")
     compare.add_argument("--temperatures", type=float, nargs="+", default=(), metavar="T",

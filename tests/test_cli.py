@@ -40,6 +40,15 @@ def test_the_help_says_what_colorize_does_in_plain_words(capsys):
     assert "``" not in text  # no markup of docstrings
 
 
+@pytest.mark.parametrize("arguments", [("compare", "run", "--out"), ("report", "run", "--plot")])
+def test_a_picture_not_named_png_is_refused_before_any_work(arguments, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main([*arguments, "frontier.jpg"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"argument {arguments[-1]}: colorize draws PNG pictures: name the file with .png, as frontier.png")
+
+
 def test_models_list_a_resolution_they_cannot_take(capsys):
     assert main(["list", "--resolution", "0"]) == 0
     assert capsys.readouterr().out.count("[does not take 0x0 images]") >= 3
