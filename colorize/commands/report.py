@@ -69,9 +69,12 @@ Run = Tuple[Path, dict, dict]  # run directory, its flat settings, its metrics
 
 def recipes(run_dirs: Sequence[Path], trust_code: bool = False) -> Dict[str, List[Run]]:
     """``run_dirs`` grouped by recipe, named as :func:`report_table` shows them, in the order first
-    seen; the runs' ``imports:`` are imported only with ``trust_code``."""
+    seen (a run given twice counts once); the runs' ``imports:`` are imported only with ``trust_code``."""
     groups: Dict[str, List[Run]] = {}
-    for run_dir in map(check_run_dir, run_dirs):
+    unique: Dict[Path, Path] = {}  # each run by where it is, as it was first written
+    for run_dir in run_dirs:
+        unique.setdefault(Path(run_dir).resolve(), Path(run_dir))
+    for run_dir in map(check_run_dir, unique.values()):
         metrics = read_metrics(run_dir)
         if "test" not in metrics:
             raise ColorizeError(f"{run_dir} has no test metrics yet (its {METRICS} is written "
