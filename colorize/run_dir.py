@@ -7,6 +7,7 @@
     RUN_DIR/grids/         the colour grid of every epoch
 """
 from pathlib import Path
+from typing import Dict, List
 
 from colorize.errors import ColorizeError
 from colorize.io import previous_version, read_json_object
@@ -25,6 +26,14 @@ def check_run_dir(path) -> Path:
         raise NotARunDirectory(f"{path} is not a run directory (it has no {CONFIG}); runs are made by "
                                f"colorize train, in runs/<run.name> unless run.dir says otherwise")
     return path
+
+
+def distinct_runs(run_dirs) -> List[Path]:
+    """``run_dirs`` as Paths, each run once (by where it is), as it was first written."""
+    distinct: Dict[Path, Path] = {}
+    for run_dir in run_dirs:
+        distinct.setdefault(Path(run_dir).resolve(), Path(run_dir))
+    return list(distinct.values())
 
 
 def model_folder(path) -> Path:

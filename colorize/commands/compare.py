@@ -10,7 +10,7 @@ from colorize.data.manifest import read_manifest
 from colorize.errors import ConfigError
 from colorize.models.head import has_bin_head
 from colorize.models.saved import load_model
-from colorize.run_dir import model_folder
+from colorize.run_dir import distinct_runs, model_folder
 from colorize.settings import DataConfig
 from colorize.show import grids
 
@@ -23,7 +23,7 @@ def compare_runs(run_dirs: Sequence[Path], out: Path, per_class: int = 1, data_d
     bin head gets a row per one of ``temperatures`` (default: one, its own; they are refused
     when no run has a bin head). The runs' ``imports:`` and their models' modules are imported
     only with ``trust_code``."""
-    runs = list(dict.fromkeys(Path(run_dir) for run_dir in run_dirs))
+    runs = distinct_runs(run_dirs)
     configs = [load_run_config(run, trust_code=trust_code) for run in runs]
     data_dir = data_dir or configs[0].data.dir
     classes = read_manifest(Path(data_dir))["classes"]

@@ -17,7 +17,7 @@ from colorize.errors import ColorizeError
 from colorize.io import atomic_path
 from colorize.models.base import gflop_per_image, parameter_count
 from colorize.models.saved import load_model
-from colorize.run_dir import METRICS, check_run_dir, model_folder, read_metrics
+from colorize.run_dir import METRICS, check_run_dir, distinct_runs, model_folder, read_metrics
 from colorize.settings import INCIDENTAL, is_setting_among
 
 # Runs whose settings differ only in these are seeds of one recipe.
@@ -71,10 +71,7 @@ def recipes(run_dirs: Sequence[Path], trust_code: bool = False) -> Dict[str, Lis
     """``run_dirs`` grouped by recipe, named as :func:`report_table` shows them, in the order first
     seen (a run given twice counts once); the runs' ``imports:`` are imported only with ``trust_code``."""
     groups: Dict[str, List[Run]] = {}
-    unique: Dict[Path, Path] = {}  # each run by where it is, as it was first written
-    for run_dir in run_dirs:
-        unique.setdefault(Path(run_dir).resolve(), Path(run_dir))
-    for run_dir in map(check_run_dir, unique.values()):
+    for run_dir in map(check_run_dir, distinct_runs(run_dirs)):
         metrics = read_metrics(run_dir)
         if "test" not in metrics:
             raise ColorizeError(f"{run_dir} has no test metrics yet (its {METRICS} is written "
