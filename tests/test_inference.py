@@ -14,7 +14,7 @@ from skimage.color import rgb2lab
 
 from colorize.commands.inference import Report, _output_paths, colorize_files, expand_inputs
 from colorize.core.color import lab_to_rgb_keeping_l
-from colorize.models import create_model
+from colorize.models import MODELS, create_model
 from colorize.models.fusion import FusionColorizer, FusionSettings
 from colorize.models.saved import SavedModelError, load_model, save_model
 
@@ -249,6 +249,19 @@ def test_weights_that_do_not_fit_the_config_are_refused_in_one_line(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(SavedModelError, match="does not fit the network its config.json describes"):
         load_model(folder)
+
+
+def test_a_network_that_computes_while_it_is_built_loads(tmp_path, monkeypatch):
+    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))  # registered for this test only
+
+    class Computing(FusionColorizer):  # reads a value while it is built: no meta tensor has one
+        def __init__(self, settings, num_classes, resolution):
+            super().__init__(settings, num_classes, resolution)
+            self.scale = torch.ones(1).sum().item()
+
+    MODELS.register("computing", FusionSettings)(Computing)
+    save_model(create_model("computing", FusionSettings(width=8)), tmp_path / "computing", ["a"] * 10)
+    assert load_model(tmp_path / "computing").scale == 1.0
 
 
 def test_the_module_of_an_unknown_network_is_imported_only_when_trusted(run_dir, photos, tmp_path,

@@ -3,6 +3,7 @@
 colour scaling it was trained with), ``model.safetensors`` and, for exported models, a model
 card ``README.md``. The layout of Hugging Face Hub models, so ``huggingface_hub.upload_folder``
 can publish one as it is."""
+import contextlib
 import functools
 import importlib
 import json
@@ -82,9 +83,11 @@ def load_model(folder, device="cpu", temperature: Optional[float] = None,
         state = load_file(str(folder / MODEL_WEIGHTS))
         build = functools.partial(create_model, config["name"], settings, len(config["classes"]),
                                   config["resolution"], bins=state.get(BIN_CENTRES))
-        with torch.device("meta"):  # shapes only: a config that describes a huge network takes no memory
+        # shapes first, on the meta device: a config that describes a huge network takes no memory
+        with contextlib.suppress(RuntimeError, NotImplementedError), torch.device("meta"):
             _check_weights_fit(folder, build(), state)
         model = build()
+        _check_weights_fit(folder, model, state)  # a network that computes while it is built: checked here
         model.load_state_dict(state)
         model.classes = list(config["classes"])
     except KeyError as missing:
