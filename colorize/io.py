@@ -139,7 +139,7 @@ def read_json_object(path: Path) -> dict:
     array)``; an OSError says why it cannot be read."""
     path = Path(path)
     try:
-        value = json.loads(path.read_text())
+        value = json.loads(path.read_text(encoding="utf-8"))  # JSON is UTF-8
     except (ValueError, RecursionError) as error:  # not JSON, not text, or nested without end
         raise ValueError(f"{path} is not valid JSON ({error})") from None
     if not isinstance(value, dict):
