@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from colorize.core.color import join_lab, lab_to_rgb_keeping_l, rgb_to_lab
-from colorize.core.images import IMAGE_SUFFIXES, UnreadableImage, read_rgb, rgb_to_uint8
+from colorize.core.images import IMAGE_SUFFIXES, UnreadableImage, is_image_name, read_rgb, rgb_to_uint8
 from colorize.errors import ColorizeError
 from colorize.io import atomic_path
 from colorize.models.saved import load_model
@@ -59,9 +59,9 @@ def expand_inputs(inputs: Iterable[str]) -> Inputs:
             if not candidates:
                 found.errors.append(f"{item}: no such file, directory or matching glob")
                 continue
-        images = [p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES]
+        images = [p for p in candidates if is_image_name(p)]
         found.files += images
-        found.passed_over += [p for p in candidates if p.suffix.lower() not in IMAGE_SUFFIXES]
+        found.passed_over += [p for p in candidates if not is_image_name(p)]
         if not images:
             found.errors.append(f"{item}: {'a directory' if path.is_dir() else 'a glob'} with no image files "
                                 f"(suffixes {' '.join(IMAGE_SUFFIXES)})")

@@ -10,6 +10,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
+def is_image_name(name: Union[str, Path]) -> bool:
+    """Whether a file of this name (or path) is taken for an image: its suffix is one of
+    :data:`IMAGE_SUFFIXES`, in any case."""
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
 class UnreadableImage(ValueError):
     """A file could not be decoded as an image; the message names it."""
 

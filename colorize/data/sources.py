@@ -18,7 +18,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from colorize.core.images import IMAGE_SUFFIXES, read_rgb, square_resize
+from colorize.core.images import IMAGE_SUFFIXES, is_image_name, read_rgb, square_resize
 from colorize.data.cifar10 import CIFAR10_ARCHIVE, CIFAR10_FOLDER, Cifar10Download, Cifar10Files, is_cifar10_archive
 from colorize.data.listing import SourceError, SourceListing, SplitItems, default_cache_dir, path_fingerprint
 from colorize.io import temporary_path
@@ -118,7 +118,7 @@ class ImageFolder:
                  skipped: Iterable[str] = ()) -> SourceListing:
         """The listing of the files ``names``, whose bytes ``read(key)`` returns by position; the
         files that are not images are named in its ``skipped`` lines, with those given."""
-        keys = [key for key, name in enumerate(names) if PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES]
+        keys = [key for key, name in enumerate(names) if is_image_name(name)]
         not_images = set(names) - {names[key] for key in keys}
         suffixes = " ".join(IMAGE_SUFFIXES)
         skipped = sorted([*skipped, *(f"{name}: not an image file (its suffix is none of {suffixes})"
