@@ -18,7 +18,7 @@ MAX_RESOLUTION = 2048  # the largest image side a network takes: 4 MPixel per im
 
 
 def _fits(name: str, resolution: int) -> bool:
-    return 0 < resolution <= MAX_RESOLUTION and resolution % resolution_multiple(name) == 0
+    return resolution > 0 and resolution % resolution_multiple(name) == 0
 
 
 def _needs(name: str, resolution: int) -> str:
