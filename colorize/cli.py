@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from colorize.data.manifest import SPLITS
-from colorize.errors import ColorizeError
+from colorize.errors import ColorizeError, Stopped
 from colorize.io import destination
 
 
@@ -294,6 +294,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except Stopped as stop:
+        print(f"colorize {args.command}: {stop}", file=sys.stderr)
+        return stop.exit_code
     except ColorizeError as error:
         print(f"colorize {args.command}: error: {error}", file=sys.stderr)
         return 1

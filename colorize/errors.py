@@ -5,6 +5,15 @@ class ColorizeError(Exception):
     """Bad input or settings; the message names the file or setting and what to do."""
 
 
+class Stopped(ColorizeError):
+    """Work stopped on a signal, with what it had done saved; the CLI exits as the signal would
+    have ended it."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number
+
+
 class ConfigError(ColorizeError, ValueError):
     """A setting is unknown, mistyped or out of range; the message names it."""
 

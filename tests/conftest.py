@@ -26,6 +26,17 @@ def run_cli(*args, env=None, check=True, timeout=600) -> subprocess.CompletedPro
     return result
 
 
+# `python -c RUN_CLI ARGS` is `colorize ARGS` after whatever Python comes before it
+RUN_CLI = "import sys\nfrom colorize.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+
+
+def sigterm_at_batch(batch: int) -> dict:
+    """The environment in which ``import sigterm_at_batch`` makes a process training a run
+    receive SIGTERM while it trains its ``batch``-th batch."""
+    return {"SIGTERM_AT_BATCH": str(batch), "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))}
+
+
 def smoke_config(data_dir, run_dir, *overrides):
     """``configs/smoke.yaml`` on ``data_dir``, writing to ``run_dir``, with ``overrides``."""
     from colorize.config import load_config

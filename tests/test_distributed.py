@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import REPO, smoke_config
+from conftest import REPO, sigterm_at_batch, smoke_config
 
 from colorize.engine.evaluate import evaluate_run
 from colorize.engine.trainer import train
@@ -25,11 +25,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(*args, env=None, timeout=600, machines=1) -> subprocess.CompletedProcess:
+def launch(*args, env=None, timeout=600, machines=1, check=True) -> subprocess.CompletedProcess:
     """``accelerate launch --config_file launch/cpu-ddp.yaml -m colorize ARGS``; with ``machines``
     > 1, one launch of ``launch/cpu-multi-machine.yaml`` per machine rank, all at once on this
     machine and meeting at 127.0.0.1, as separate machines would at machine 0's address.
-    Fails if any fails; returns their output joined, machine 0's first."""
+    Fails if any fails (with ``check``); returns their output joined, machine 0's first, and the
+    highest exit status."""
     if machines == 1:
         options = [["--config_file", REPO / "launch" / "cpu-ddp.yaml"]]
     else:
@@ -44,10 +45,10 @@ def launch(*args, env=None, timeout=600, machines=1) -> subprocess.CompletedProc
         results = list(pool.map(lambda command: subprocess.run(
             command, capture_output=True, text=True, timeout=timeout, env=env), commands))
     for command, result in zip(commands, results):
-        if result.returncode != 0:
+        if check and result.returncode != 0:
             pytest.fail(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-    return subprocess.CompletedProcess(commands, 0, "".join(r.stdout for r in results),
-                                       "".join(r.stderr for r in results))
+    return subprocess.CompletedProcess(commands, max(r.returncode for r in results),
+                                       "".join(r.stdout for r in results), "".join(r.stderr for r in results))
 
 
 def smoke(data_dir, run_dir, *overrides):
@@ -128,6 +129,29 @@ def test_resuming_a_two_process_run_matches_an_uninterrupted_one(cifar_dir, ddp_
     resumed, uninterrupted = metrics_of(run_dir), metrics_of(ddp_run[0])
     assert resumed["world_size"] == 2 and resumed["epochs_run"] == 2
     assert resumed["history"][1]["val"] == uninterrupted["history"][1]["val"]
+    assert resumed["test"] == uninterrupted["test"]
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step_saved_to_resume_exactly(cifar_dir, ddp_run, tmp_path):
+    # process 1 alone receives SIGTERM, at its 5th batch; both agree at the log line of batch 8
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        'import os\nif os.environ.get("RANK") == "1":\n    import sigterm_at_batch\n')
+    env = sigterm_at_batch(5)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), env["PYTHONPATH"]])
+    run_dir = tmp_path / "stopped"
+    result = launch(*smoke(cifar_dir, run_dir), env=env, check=False)
+    assert result.returncode != 0
+    assert f"stopped by SIGTERM in epoch 1 after step 8, with {run_dir}/last saved there" in result.stderr
+    saved = json.loads((run_dir / "last" / "trainer_state.json").read_text())["train"]
+    assert (saved["epoch"], saved["step"], saved["progress"]["batches"], saved["progress"]["world"]) == (0, 8, 8, 2)
+
+    assert f"{run_dir}: resuming epoch 1 at batch 9 of 16" in launch("train", "--resume", run_dir).stdout
+    resumed, uninterrupted = metrics_of(run_dir), metrics_of(ddp_run[0])
+    for name in ("val", "model_checksums"):
+        assert [h[name] for h in resumed["history"]] == [h[name] for h in uninterrupted["history"]], name
+    assert [h["train"]["loss"] for h in resumed["history"]] == [h["train"]["loss"] for h in uninterrupted["history"]]
     assert resumed["test"] == uninterrupted["test"]
 
 

@@ -3,6 +3,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import skimage.data
 import torch
-from conftest import REPO, run_cli, smoke_config, trained_run
+from conftest import REPO, RUN_CLI, run_cli, sigterm_at_batch, smoke_config, trained_run
 from PIL import Image
 from safetensors.torch import load_file
 from test_runtime import AVX2_ONLY
@@ -180,12 +181,10 @@ def test_accumulation_ends_with_the_epoch_and_resumes_exactly(cifar_dir, tmp_pat
 # `python -c STOP_AT_VALIDATION train ...` is colorize train that stops itself (SIGSTOP) when it
 # first validates: the first epoch's batches are all trained, and its end is not saved yet
 STOP_AT_VALIDATION = """
-import os, signal, sys
+import os, signal
 import colorize.engine.trainer
 colorize.engine.trainer.evaluate = lambda *args: os.kill(os.getpid(), signal.SIGSTOP)
-from colorize.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+""" + RUN_CLI
 
 
 def wait_until_stopped(process: subprocess.Popen, output: Path) -> None:
@@ -233,6 +232,34 @@ def test_a_run_killed_within_an_epoch_resumes_at_its_next_batch_exactly(cifar_di
         weights = load_file(str(run_dir / folder / "model.safetensors"))
         for name, tensor in load_file(str(two_epochs / folder / "model.safetensors")).items():
             assert torch.equal(weights[name], tensor), f"{folder}/{name}"
+
+
+
+
+@pytest.mark.parametrize("batch, stopped, resumed", [
+    # the smoke run logs every 8 of its 16 batches an epoch: the stop is agreed at batch 8
+    (5, "in epoch 1 after step 8", "resuming epoch 1 at batch 9 of 16"),
+    # agreed at the epoch's last batch: the epoch ends, validated and saved, before the stop
+    (16, "after epoch 1 (step 16)", "resuming after epoch 1 of 2"),
+])
+def test_sigterm_stops_a_run_at_the_next_log_line_saved_to_resume_exactly(cifar_dir, two_epochs, tmp_path,
+                                                                         batch, stopped, resumed):
+    run_dir = tmp_path / "stopped"
+    command = [sys.executable, "-c", f"import sigterm_at_batch\n{RUN_CLI}", "train", "--config",
+               REPO / "configs" / "smoke.yaml", f"data.dir={cifar_dir}", f"run.dir={run_dir}"]
+    result = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=600,
+                            env={**os.environ, **sigterm_at_batch(batch)})
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"colorize train: stopped by SIGTERM {stopped}, with {run_dir}/last saved there; go on with "
+        f"colorize train --resume {run_dir}")
+
+    result = run_cli("train", "--resume", run_dir)
+    assert f"{run_dir}: {resumed}" in result.stdout
+    again, uninterrupted = metrics_of(run_dir), metrics_of(two_epochs)
+    assert [h["train"]["loss"] for h in again["history"]] == [h["train"]["loss"] for h in uninterrupted["history"]]
+    assert [h["val"] for h in again["history"]] == [h["val"] for h in uninterrupted["history"]]
+    assert again["test"] == uninterrupted["test"]
 
 
 def test_a_batch_larger_than_the_training_split_or_a_run_folder_that_cannot_be_made_is_named(cifar_dir, tmp_path):
@@ -317,11 +344,14 @@ print(loaded)
 
 
 RUNS_IN_ONE_PROCESS = """
-import os, sys, torch
+import os, signal, sys, torch
 sys.path.insert(0, {tests!r})
 from conftest import smoke_config
 from colorize.engine.trainer import train
 threads = torch.get_num_threads()
+def callers_handler(*args):
+    pass
+signal.signal(signal.SIGTERM, callers_handler)
 torch.manual_seed(1234)
 expected = torch.rand(3)
 torch.manual_seed(1234)
@@ -331,6 +361,7 @@ for index, precision in enumerate(("no", "bf16", "auto", "no")):
                           f"train.deterministic={{str(index == 1).lower()}}")
     print("trained in", train(config)["mixed_precision"])
 assert torch.get_num_threads() == threads, (torch.get_num_threads(), threads)
+assert signal.getsignal(signal.SIGTERM) is callers_handler  # noted while each run trained
 assert not torch.are_deterministic_algorithms_enabled()  # as before the deterministic run
 assert {cublas!r} not in os.environ  # set for the deterministic run only
 assert torch.equal(torch.rand(3), expected)  # the caller's random stream goes on as if no run had happened

@@ -2,7 +2,7 @@
 schedule, prepared by the Accelerator (:func:`build_training`). Training, the benchmarks and
 ``colorize list`` build through these functions."""
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
@@ -17,6 +17,7 @@ from colorize.engine.early_stopping import EarlyStopping
 from colorize.engine.runtime import Precision, sync_batchnorm
 from colorize.engine.state import TrainState
 from colorize.engine.step import StepMode, resolve_cuda_graphs, step_runner
+from colorize.engine.stop_request import StopRequest
 from colorize.engine.weight_average import WeightAverage
 from colorize.errors import ConfigError
 from colorize.losses import LOSSES
@@ -42,6 +43,7 @@ class Training:
     average: Optional[WeightAverage]  # with train.ema
     step_mode: StepMode  # eager from the moment a capture fails
     step: Optional[Callable] = None  # (batch, group size, whether the optimizer steps) -> loss parts
+    stop: StopRequest = field(default_factory=StopRequest)  # SIGTERM, noted while fit runs
 
     def __post_init__(self):
         if self.step is None:

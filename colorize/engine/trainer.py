@@ -5,10 +5,10 @@ One process or many (DDP under ``accelerate launch`` or ``torchrun``); the model
 optimizer and schedule named by the config; mixed precision and gradient accumulation;
 validation every epoch with early stopping on val ab L1, agreed by every process; ``last/``
 and ``best/`` every epoch, and ``last/`` also every ``train.checkpoint_every`` optimizer steps
-within an epoch (a resume goes on at the epoch's next batch); and, at the end, the test
-metrics of the best model. Everything a run produces lands in its run directory
-(:mod:`colorize.run_dir`), saved so that a crash at any instant loses nothing
-(:mod:`colorize.engine.checkpoint`). Each run leaves the process as it found it
+within an epoch (a resume goes on at the epoch's next batch), and where SIGTERM stops the run
+(:mod:`colorize.engine.stop_request`); and, at the end, the test metrics of the best model.
+Everything a run produces lands in its run directory (:mod:`colorize.run_dir`), saved so that a
+crash at any instant loses nothing (:mod:`colorize.engine.checkpoint`). Each run leaves the process as it found it
 (:func:`colorize.engine.runtime.run_scope`), so many can run one after another in one process.
 """
 import json
@@ -130,9 +130,15 @@ def train_epoch(training: Training, epoch: int) -> Dict[str, float]:
                             step=state.step)
             bar.set_postfix(loss=f"{values['loss']:.3f}", img_s=f"{values['images_per_s']:.0f}")
             sums.window = LossWindow(accelerator.device)
-        # every checkpoint_every steps, but for the epoch's last (fit saves last/ after it)
-        if steps and every and state.step % every == 0 and index + 1 < len(loader):
+            training.stop.poll(accelerator)
+        # every checkpoint_every steps, and where a stop is agreed, but for the epoch's last step
+        # (fit saves last/ after it)
+        stopping = training.stop.agreed
+        if steps and (stopping or every and state.step % every == 0) and index + 1 < len(loader):
             _save_within_epoch(training, sums, epoch, index + 1)
+            if stopping:
+                bar.close()
+                raise training.stop.stopped(f"in epoch {epoch + 1} after step {state.step}", config.run.path)
     bar.close()
     return sums.total.read(accelerator) | sums.coverage(accelerator) | {"lr": learning_rate_now(training.optimizer)}
 
@@ -212,6 +218,8 @@ def fit(training: Training, visuals: Optional[EpochVisuals]) -> None:
         if accelerator.is_main_process:
             _write_metrics(training)
             _print_epoch(state.history[-1], state.early_stopping)
+        if training.stop.poll(accelerator):
+            raise training.stop.stopped(f"after epoch {epoch + 1} (step {state.step})", config.run.path)
         if state.early_stopping.should_stop:
             accelerator.set_trigger()
         if accelerator.check_trigger():
@@ -278,7 +286,8 @@ def _train(config: Config, previous: Optional[Config], accelerator: Accelerator,
     training.state.tracking_id = tracker.run_id
     visuals = EpochVisuals(config, manifest["classes"], accelerator, tracker, loaders["val"]) \
         if accelerator.is_main_process else None
-    fit(training, visuals)
+    with training.stop:
+        fit(training, visuals)
     metrics = test_best(training, tracker, visuals)
     accelerator.wait_for_everyone()
     return metrics
