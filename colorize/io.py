@@ -194,17 +194,30 @@ def _stands_for(name: str) -> str:
 
 SETTLED_NS = 2_000_000_000  # a file changed more recently than this may change again with the same times
 _DIGESTS: Dict[tuple, str] = {}  # what _identity returns -> the sha256 of a file this process hashed
+DIGESTS_FILE = "sha256.json"  # in cache_dir(): the sha256 of settled files by identity, across processes
+DIGESTS_KEPT = 1000  # the most recently hashed files whose sha256 DIGESTS_FILE keeps
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def cache_dir() -> Path:
+    """Where colorize keeps what it can always make again (downloads, generated photos, the
+    sha256 of files it has read): ``$COLORIZE_CACHE``, or ``~/.cache/colorize``."""
+    return Path(os.environ.get("COLORIZE_CACHE", Path.home() / ".cache" / "colorize"))
 
 
 def sha256_file(path: Path) -> str:
-    """``path``'s sha256, remembered by this process while the file keeps its identity, size and
-    times (a write changes at least its change time), so that a sweep or a test suite that
-    checks the same files run after run reads them once. A file changed within
-    :data:`SETTLED_NS` before it is hashed is hashed again next time: file times are coarser
-    than the clock."""
+    """``path``'s sha256, remembered while the file keeps its identity, size and times (a write
+    changes at least its change time): by this process, and by every process of this user in
+    :data:`DIGESTS_FILE`, so that a large prepared file is read in full once, not at the start
+    of every run. A file changed within :data:`SETTLED_NS` before it is hashed is hashed again
+    next time: file times are coarser than the clock."""
     before = _identity(path)
     if before in _DIGESTS:
         return _DIGESTS[before]
+    remembered = _remembered().get(json.dumps(before))
+    if remembered is not None:
+        _DIGESTS[before] = remembered
+        return remembered
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while chunk := file.read(1 << 22):
@@ -212,7 +225,27 @@ def sha256_file(path: Path) -> str:
     hexdigest = digest.hexdigest()
     if time.time_ns() - before[-1] > SETTLED_NS and _identity(path) == before:
         _DIGESTS[before] = hexdigest
+        _remember(json.dumps(before), hexdigest)
     return hexdigest
+
+
+def _remembered() -> Dict[str, str]:
+    """The digests :data:`DIGESTS_FILE` holds; none where it is missing, unreadable or damaged."""
+    try:
+        entries = read_json_object(cache_dir() / DIGESTS_FILE)
+    except (OSError, ValueError):
+        return {}
+    return {key: value for key, value in entries.items() if isinstance(value, str) and _SHA256.fullmatch(value)}
+
+
+def _remember(key: str, hexdigest: str) -> None:
+    """Add a digest to :data:`DIGESTS_FILE`, which keeps the :data:`DIGESTS_KEPT` latest; where
+    it cannot be written (a read-only home), this process alone remembers it."""
+    entries = _remembered()
+    entries.pop(key, None)
+    entries[key] = hexdigest
+    with contextlib.suppress(OSError):
+        atomic_write_text(cache_dir() / DIGESTS_FILE, json.dumps(dict(list(entries.items())[-DIGESTS_KEPT:])) + "\n")
 
 
 def _identity(path: Path) -> tuple:

@@ -98,11 +98,13 @@ def read_source(spec, resolution: int):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def started_processes_keep_temporaries_here(tmp_path_factory):
-    """The processes that tests start write their temporary files (torchrun leaves a log folder
-    per launch) under pytest's temporary folder, which pytest clears, not the system's."""
+def temporaries_and_cache_stay_here(tmp_path_factory):
+    """The tests, and the processes they start, write their temporary files (torchrun leaves a
+    log folder per launch) and colorize's cache under pytest's temporary folder, which pytest
+    clears, not in the system's or the user's."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TMPDIR", str(tmp_path_factory.mktemp("tmp")))
+        patch.setenv("COLORIZE_CACHE", str(tmp_path_factory.mktemp("cache")))
         yield
 
 

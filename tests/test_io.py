@@ -3,8 +3,11 @@ previous version stays until the new one is in place; checksums are read again w
 may have changed; what is renamed into place has the permissions of an ordinary new file; a JSON
 file that must hold an object is named with what it holds instead."""
 import hashlib
+import json
 import os
 import stat
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 
@@ -104,6 +107,50 @@ def test_a_settled_file_is_hashed_once_until_it_is_written(tmp_path, monkeypatch
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert io.sha256_file(path) == hashlib.sha256(b"\xff" + bytes(999)).hexdigest()
     assert len(hashings) == 2
+
+
+def test_a_settled_file_hashed_by_an_earlier_process_is_not_read_again_until_it_changes(tmp_path, monkeypatch,
+                                                                                          hashings):
+    path, zeros = tmp_path / "train.beton", hashlib.sha256(bytes(1000)).hexdigest()
+    path.write_bytes(bytes(1000))
+    monkeypatch.setattr(io, "SETTLED_NS", -10**12)  # as if the file were written long before
+    code = f"from colorize import io; io.SETTLED_NS = -10**12; print(io.sha256_file({str(path)!r}))"
+    hashed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert hashed.stdout.strip() == zeros
+    assert io.sha256_file(path) == zeros and hashings == []  # remembered by the other process
+    stat = path.stat()
+    time.sleep(0.05)  # past the resolution of file times
+    with open(path, "r+b") as file:  # a byte damaged in place, the modification time put back
+        file.write(b"\xff")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    monkeypatch.setattr(io, "_DIGESTS", {})  # as in a new process
+    assert io.sha256_file(path) == hashlib.sha256(b"\xff" + bytes(999)).hexdigest() and len(hashings) == 1
+
+
+def test_the_remembered_digests_are_bounded_and_a_damaged_or_unwritable_store_only_costs_a_read(
+        tmp_path, monkeypatch, hashings):
+    monkeypatch.setattr(io, "SETTLED_NS", -10**12)
+    monkeypatch.setattr(io, "DIGESTS_KEPT", 2)
+    paths = [tmp_path / f"{index}.beton" for index in range(3)]
+    for index, path in enumerate(paths):
+        path.write_bytes(bytes([index]) * 10)
+        io.sha256_file(path)
+    store = io.cache_dir() / io.DIGESTS_FILE
+    kept = json.loads(store.read_text())
+    assert sorted(kept.values()) == sorted(hashlib.sha256(bytes([i]) * 10).hexdigest() for i in (1, 2))
+
+    for damage in ("{", json.dumps({key: "0" * 64 + "x" for key in kept}), "[]"):
+        store.write_text(damage)
+        monkeypatch.setattr(io, "_DIGESTS", {})
+        assert io.sha256_file(paths[2]) == hashlib.sha256(bytes([2]) * 10).hexdigest()
+    assert len(hashings) == 3 + 3
+    assert list(json.loads(store.read_text()).values()) == [hashlib.sha256(bytes([2]) * 10).hexdigest()]
+
+    (tmp_path / "file").touch()
+    monkeypatch.setenv("COLORIZE_CACHE", str(tmp_path / "file" / "cache"))  # cannot be made
+    monkeypatch.setattr(io, "_DIGESTS", {})
+    assert io.sha256_file(paths[0]) == hashlib.sha256(bytes([0]) * 10).hexdigest()
+    assert io.sha256_file(paths[0]) == hashlib.sha256(bytes([0]) * 10).hexdigest() and len(hashings) == 7
 
 
 def test_a_file_written_just_now_is_hashed_every_time(tmp_path, hashings):

@@ -19,7 +19,7 @@ import psutil
 from tqdm import tqdm
 
 from colorize.bench.machine import machine_description
-from colorize.data.listing import default_cache_dir
+from colorize.io import cache_dir
 
 _CLASSES = 10
 _SAMPLE_SECONDS = 0.05
@@ -40,7 +40,7 @@ def _photo(args) -> None:
 def generate_photos(count: int, size: int = 256, folder: Path = None) -> Path:
     """``count`` JPEG photos of ``size`` x ``size`` pixels in ``_CLASSES`` class folders; a
     folder generated before with the same figures is reused."""
-    folder = Path(folder or default_cache_dir() / f"bench-photos-{count}x{size}")
+    folder = Path(folder or cache_dir() / f"bench-photos-{count}x{size}")
     done = folder / ".complete"
     if done.is_file():
         return folder

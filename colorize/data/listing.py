@@ -1,7 +1,6 @@
 """What a data source yields when listed: its classes and, per split, a key and a label for
 every image, and how to decode one image; and the errors of sources."""
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List
@@ -29,10 +28,6 @@ class SourceListing:
     # (key, resolution) -> (R, R, 3) uint8; raises UnreadableImage naming the file
     image: Callable[[int, int], np.ndarray]
     skipped: List[str] = field(default_factory=list)  # files that are not images, by name
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("COLORIZE_CACHE", Path.home() / ".cache" / "colorize"))
 
 
 def path_fingerprint(path: Path) -> str:

@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from colorize.core.images import IMAGE_SUFFIXES, is_image_name, read_rgb, square_resize
 from colorize.data.cifar10 import CIFAR10_ARCHIVE, CIFAR10_FOLDER, Cifar10Download, Cifar10Files, is_cifar10_archive
-from colorize.data.listing import SourceError, SourceListing, SplitItems, default_cache_dir, path_fingerprint
+from colorize.data.listing import SourceError, SourceListing, SplitItems, path_fingerprint
+from colorize.io import cache_dir as default_cache_dir
 from colorize.io import temporary_path
 
 _SPLIT_FOLDERS = ("train", "test")
