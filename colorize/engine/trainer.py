@@ -8,8 +8,9 @@ and ``best/`` every epoch, and ``last/`` also every ``train.checkpoint_every`` o
 within an epoch (a resume goes on at the epoch's next batch), and where SIGTERM stops the run
 (:mod:`colorize.engine.stop_request`); and, at the end, the test metrics of the best model.
 Everything a run produces lands in its run directory (:mod:`colorize.run_dir`), saved so that a
-crash at any instant loses nothing (:mod:`colorize.engine.checkpoint`). Each run leaves the process as it found it
-(:func:`colorize.engine.runtime.run_scope`), so many can run one after another in one process.
+crash at any instant loses nothing (:mod:`colorize.engine.checkpoint`). Each run leaves the
+process as it found it (:func:`colorize.engine.runtime.run_scope`), so many can run one after
+another in one process.
 """
 import json
 import math
