@@ -1,6 +1,6 @@
 """File helpers: durable atomic output (write under a temporary name, flush it to the disk,
-then rename), the clean-up of temporary names left by killed processes, checksums, and the
-reading of JSON files that must hold an object.
+then rename), the clean-up of temporary names left by killed processes, checksums (remembered
+across processes in the cache folder), and the reading of JSON files that must hold an object.
 
 Every rename here is preceded by an fsync of what is renamed and followed by an fsync of the
 folder that holds it, so that after a power loss a name points either to the old content or to
