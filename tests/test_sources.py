@@ -227,6 +227,61 @@ def test_exif_orientation_is_applied(tmp_path):
     assert top[0] > 200 > top[2] and bottom[2] > 200 > bottom[0]  # red on top, blue below
 
 
+def icc_profile(space: str, gamma: float, colorants=()) -> bytes:
+    """A minimal ICC v2 display profile: ``RGB `` with ``colorants`` (the XYZ of each primary,
+    adapted to D50) or ``GRAY``, with one gamma curve for every channel."""
+    def s15(value):
+        return struct.pack(">i", round(value * 65536))
+
+    def xyz(values):
+        return b"XYZ \0\0\0\0" + b"".join(map(s15, values))
+
+    d50 = (0.9642, 1.0, 0.8249)
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256))
+    text = b"test profile\0"
+    tags = [(b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + bytes(79)), (b"wtpt", xyz(d50))]
+    if space == "GRAY":
+        tags.append((b"kTRC", curve))
+    else:
+        tags += [*zip((b"rXYZ", b"gXYZ", b"bXYZ"), map(xyz, colorants)), (b"rTRC", curve), (b"gTRC", curve),
+                 (b"bTRC", curve)]
+    table, data, start = b"", b"", 128 + 4 + 12 * len(tags)
+    for signature, body in tags:
+        body += bytes(-len(body) % 4)
+        table += signature + struct.pack(">II", start + len(data), len(body))
+        data += body
+    header = (struct.pack(">I", start + len(data)) + b"none" + bytes([2, 0x10, 0, 0]) + b"mntr"
+              + space.encode().ljust(4) + b"XYZ " + bytes(12) + b"acsp" + bytes(28) + b"".join(map(s15, d50)))
+    return header.ljust(128, b"\0") + struct.pack(">I", len(tags)) + table + data
+
+
+DISPLAY_P3 = ((0.5151, 0.2412, -0.0011), (0.2919, 0.6922, 0.0419), (0.1572, 0.0666, 0.7841))  # D50
+
+
+def test_an_embedded_colour_profile_is_converted_to_srgb_and_one_that_cannot_be_read_is_ignored(tmp_path):
+    p3 = icc_profile("RGB", 2.2, DISPLAY_P3)
+    (tmp_path / "photos" / "a").mkdir(parents=True)
+    red = Image.new("RGB", (64, 64), (200, 30, 30))
+    red.save(tmp_path / "photos" / "a" / "phone.jpg", icc_profile=p3, quality=100)
+    red.save(tmp_path / "p3.png", icc_profile=p3)
+    red.save(tmp_path / "untagged.png")
+    red.save(tmp_path / "damaged.png", icc_profile=b"not a profile")
+    transparent = red.convert("RGBA")
+    transparent.putalpha(0)
+    transparent.save(tmp_path / "transparent.png", icc_profile=p3)
+    Image.new("L", (8, 8), 128).save(tmp_path / "grey.png", icc_profile=icc_profile("GRAY", 1.0))
+
+    def colour(name):
+        return np.asarray(read_rgb(tmp_path / name))[0, 0].tolist()
+
+    assert colour("p3.png") == pytest.approx([220, 0, 0], abs=2)  # Display P3's red is beyond sRGB's
+    assert colour("untagged.png") == colour("damaged.png") == [200, 30, 30]
+    assert colour("transparent.png") == [255, 255, 255]  # the alpha kept through the conversion
+    assert colour("grey.png") == [188, 188, 188]  # half of the light is 188 in sRGB, not 128
+    prepared = read_source(tmp_path / "photos", 16).splits["train"].images[0]  # a JPEG decoded at 1/4
+    assert prepared.reshape(-1, 3).mean(0).tolist() == pytest.approx([220, 0, 0], abs=3)
+
+
 def _add_stray_image(root, stray):
     (root / stray).parent.mkdir(parents=True, exist_ok=True)
     synthetic_image(np.random.default_rng(1), 0).save(root / stray)

@@ -1,11 +1,13 @@
-"""Decode image files of any mode into 8-bit RGB, and square them to a fixed resolution."""
+"""Decode image files of any mode and colour profile into 8-bit sRGB, and square them to a
+fixed resolution."""
+import functools
 import io
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO, Optional, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -41,9 +43,34 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+# the modes an embedded ICC profile is applied in, and the mode each becomes in sRGB
+_PROFILED_MODES = {"RGB": "RGB", "RGBA": "RGBA", "L": "RGB"}
+
+
+@functools.lru_cache(maxsize=16)  # photos of one camera or scanner share their profile
+def _to_srgb_transform(profile: bytes, mode: str) -> Optional[ImageCms.ImageCmsTransform]:
+    """The transform from the colour space ``profile`` describes to sRGB, for images of
+    ``mode``; None where the profile cannot be read or does not fit the mode."""
+    try:
+        return ImageCms.buildTransform(ImageCms.ImageCmsProfile(io.BytesIO(profile)), ImageCms.createProfile("sRGB"),
+                                       mode, _PROFILED_MODES[mode])
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None
+
+
+def _in_srgb(image: Image.Image) -> Image.Image:
+    """``image`` in sRGB: converted from the colour space of its embedded ICC profile (a phone's
+    Display P3, Adobe RGB, a scanner's grey), or as it is without a profile that applies."""
+    profile = image.info.get("icc_profile")
+    if not profile or image.mode not in _PROFILED_MODES:
+        return image
+    transform = _to_srgb_transform(bytes(profile), image.mode)
+    return image if transform is None else transform.apply(image)
+
+
 def read_rgb(source: Union[str, Path, BinaryIO, bytes], name: str = "", at_least: int = 0) -> Image.Image:
-    """Decode an image (a path, an open file or bytes) into an upright RGB Pillow image (its
-    EXIF orientation applied). With ``at_least``, a JPEG is decoded at the smallest of 1/8,
+    """Decode an image (a path, an open file or bytes) into an upright sRGB Pillow image (its
+    EXIF orientation and its ICC profile applied). With ``at_least``, a JPEG is decoded at the smallest of 1/8,
     1/4, 1/2 or full size whose sides are all at least that many pixels (the decoder's own
     downscaling, far faster than decoding in full and resizing).
 
@@ -58,7 +85,7 @@ def read_rgb(source: Union[str, Path, BinaryIO, bytes], name: str = "", at_least
             if at_least:
                 image.draft(None, (at_least, at_least))
             image.load()
-            return _to_rgb(ImageOps.exif_transpose(image))
+            return _to_rgb(_in_srgb(ImageOps.exif_transpose(image)))
     except Image.DecompressionBombError as error:  # its message: pixels, then the limit
         raise UnreadableImage(f"{name}: too large to decode ({str(error).split(',')[0]})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
