@@ -117,7 +117,7 @@ def test_globs_files_and_directories(photos, tmp_path):
                            str(tmp_path / "empty"), str(tmp_path / "notes"), str(photos / "*.txt"),
                            str(photos / "notes.txt")])  # named: tried whatever its suffix
     assert [f.name for f in found.files] == ["alpha.png", "astronaut.png", "coffee.jpg", "notes.txt"]
-    suffixes = ".png .jpg .jpeg .bmp .gif .webp .tif .tiff .ppm .pgm"
+    suffixes = ".png .jpg .jpeg .jpe .jfif .heic .heif .avif .webp .bmp .gif .tif .tiff .jp2 .ppm .pgm .pbm .pnm"
     assert found.errors == [f"{tmp_path / 'none*'}: no such file, directory or matching glob",
                             f"{tmp_path / 'empty'}: a directory with no image files (suffixes {suffixes})",
                             f"{tmp_path / 'notes'}: a directory with no image files (suffixes {suffixes})",

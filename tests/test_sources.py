@@ -227,6 +227,22 @@ def test_exif_orientation_is_applied(tmp_path):
     assert top[0] > 200 > top[2] and bottom[2] > 200 > bottom[0]  # red on top, blue below
 
 
+@pytest.mark.parametrize("suffix", [".heic", ".avif", ".jfif", ".jp2"])
+def test_photos_of_phones_and_the_web_are_read_and_listed(tmp_path, suffix):
+    halves = np.zeros((48, 64, 3), dtype=np.uint8)
+    halves[:, :32, 0] = 255  # red left half
+    halves[:, 32:, 2] = 255  # blue right half
+    (tmp_path / "photos" / "a").mkdir(parents=True)
+    Image.fromarray(halves).save(tmp_path / "photos" / "a" / f"photo{suffix}", quality=95)
+    Image.fromarray(halves).save(tmp_path / "photos" / "a" / "plain.png")
+
+    read = np.asarray(read_rgb(tmp_path / "photos" / "a" / f"photo{suffix}"), dtype=float)
+    assert read.shape == (48, 64, 3)
+    assert np.abs(read - halves).mean() < 8  # lossy, with chroma at half resolution
+    images = read_source(tmp_path / "photos", 16)
+    assert images.splits["train"].images.shape == (2, 16, 16, 3) and images.skipped == []
+
+
 def icc_profile(space: str, gamma: float, colorants=()) -> bytes:
     """A minimal ICC v2 display profile: ``RGB `` with ``colorants`` (the XYZ of each primary,
     adapted to D50) or ``GRAY``, with one gamma curve for every channel."""

@@ -6,10 +6,13 @@ from pathlib import Path
 from typing import BinaryIO, Optional, Union
 
 import numpy as np
+import pillow_heif
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+pillow_heif.register_heif_opener()  # HEIC, as phones save photos
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".heic", ".heif", ".avif", ".webp", ".bmp", ".gif",
+                  ".tif", ".tiff", ".jp2", ".ppm", ".pgm", ".pbm", ".pnm")
 
 
 def is_image_name(name: Union[str, Path]) -> bool:
