@@ -12,8 +12,9 @@ import torch
 from conftest import CLASSES, read_source, run_cli, synthetic_image, write_image_folder
 
 from colorize import io
+from colorize.core.images import DECODING_VERSION
 from colorize.data.loaders import build_loaders
-from colorize.data.manifest import DataError, read_manifest
+from colorize.data.manifest import DataError, read_manifest, write_manifest
 from colorize.data.prepare import PrepareSettings, prepare, stratified_holdout
 from colorize.data.sources import SourceError
 from colorize.errors import ConfigError
@@ -43,6 +44,23 @@ def test_second_prepare_is_a_no_op(cifar_dir, shared_tarball):
     result = run_cli("prepare", "--data", shared_tarball, "--out", cifar_dir)
     assert "up to date" in result.stdout
     assert {p.name: p.stat().st_mtime_ns for p in cifar_dir.iterdir()} == before
+
+
+def test_a_folder_prepared_by_a_colorize_that_reads_images_differently_is_prepared_again(small_source, tmp_path,
+                                                                                        capsys):
+    out = tmp_path / "prepared"
+    prepare(str(small_source), out)
+    assert read_manifest(out)["decoding"] == DECODING_VERSION
+    for earlier in (DECODING_VERSION - 1, None):  # None: a manifest written before it said
+        manifest = read_manifest(out)
+        manifest.pop("decoding")
+        write_manifest(out, manifest if earlier is None else {**manifest, "decoding": earlier})
+        capsys.readouterr()
+        prepare(str(small_source), out)
+        assert f"{out} was prepared by a colorize that reads images differently; rebuilding" in capsys.readouterr().out
+        assert read_manifest(out)["decoding"] == DECODING_VERSION
+    prepare(str(small_source), out)
+    assert "up to date" in capsys.readouterr().out
 
 
 def test_val_is_a_stratified_holdout_disjoint_from_train():

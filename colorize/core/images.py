@@ -11,6 +11,9 @@ import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 pillow_heif.register_heif_opener()  # HEIC, as phones save photos
+# How image files become pixels here: raised whenever a file would decode to other pixels, or
+# other files would be read as images, so that data prepared otherwise is prepared again.
+DECODING_VERSION = 2
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".heic", ".heif", ".avif", ".webp", ".bmp", ".gif",
                   ".tif", ".tiff", ".jp2", ".ppm", ".pgm", ".pbm", ".pnm")
 

@@ -21,7 +21,7 @@ import torch
 
 from colorize import __version__
 from colorize.core.color import rgb8_to_lab
-from colorize.core.images import UnreadableImage
+from colorize.core.images import DECODING_VERSION, UnreadableImage
 from colorize.data import manifest as mf
 from colorize.data.listing import SourceError, SourceListing, SplitItems
 from colorize.data.prior import SharedBinCounts, prior_problem, write_prior
@@ -219,6 +219,9 @@ def _up_to_date(out_dir: Path, fingerprint: str, settings: PrepareSettings) -> O
     if not same:
         print(f"{out_dir}: the source or settings changed since the last prepare; rebuilding")
         return None
+    if manifest.get("decoding") != DECODING_VERSION:
+        print(f"{out_dir} was prepared by a colorize that reads images differently; rebuilding")
+        return None
     damaged = [*mf.problems(out_dir, manifest), prior_problem(out_dir, manifest)]
     damaged = [problem for problem in damaged if problem]
     for problem in damaged:
@@ -255,6 +258,7 @@ def prepare(data: str, out_dir: Path, settings: PrepareSettings = PrepareSetting
     manifest = {
         "format": 1,
         "colorize_version": __version__,
+        "decoding": DECODING_VERSION,
         "source": {"spec": data, "kind": source.kind, "fingerprint": fingerprint},
         "settings": asdict(settings),
         "resolution": settings.resolution,
