@@ -3,6 +3,7 @@ import os
 import pickle
 import struct
 import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -241,6 +242,24 @@ def test_photos_of_phones_and_the_web_are_read_and_listed(tmp_path, suffix):
     assert np.abs(read - halves).mean() < 8  # lossy, with chroma at half resolution
     images = read_source(tmp_path / "photos", 16)
     assert images.splits["train"].images.shape == (2, 16, 16, 3) and images.skipped == []
+
+
+def test_without_pillow_heif_a_heic_is_named_with_what_reads_it_and_the_rest_still_reads(tmp_path):
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(tmp_path / "phone.heic")
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(tmp_path / "plain.png")
+    code = f"""
+import sys
+sys.modules["pillow_heif"] = None  # as where it is not installed
+from colorize.core.images import UnreadableImage, read_rgb
+print(read_rgb({str(tmp_path / "plain.png")!r}).getpixel((0, 0)))
+try:
+    read_rgb({str(tmp_path / "phone.heic")!r})
+except UnreadableImage as error:
+    print(error)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines() == [
+        "(200, 30, 30)", f"{tmp_path / 'phone.heic'}: reading HEIC needs pillow-heif (pip install pillow-heif)"]
 
 
 def icc_profile(space: str, gamma: float, colorants=()) -> bytes:

@@ -6,15 +6,20 @@ from pathlib import Path
 from typing import BinaryIO, Optional, Union
 
 import numpy as np
-import pillow_heif
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-pillow_heif.register_heif_opener()  # HEIC, as phones save photos
+try:  # a dependency; where it cannot be installed, everything but HEIC still reads
+    import pillow_heif
+except ImportError:
+    pillow_heif = None
+else:
+    pillow_heif.register_heif_opener()  # HEIC, as phones save photos
+HEIF_SUFFIXES = (".heic", ".heif")
 # How image files become pixels here: raised whenever a file would decode to other pixels, or
 # other files would be read as images, so that data prepared otherwise is prepared again.
 DECODING_VERSION = 2
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".heic", ".heif", ".avif", ".webp", ".bmp", ".gif",
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", *HEIF_SUFFIXES, ".avif", ".webp", ".bmp", ".gif",
                   ".tif", ".tiff", ".jp2", ".ppm", ".pgm", ".pbm", ".pnm")
 
 
@@ -95,6 +100,8 @@ def read_rgb(source: Union[str, Path, BinaryIO, bytes], name: str = "", at_least
     except Image.DecompressionBombError as error:  # its message: pixels, then the limit
         raise UnreadableImage(f"{name}: too large to decode ({str(error).split(',')[0]})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        if pillow_heif is None and Path(name).suffix.lower() in HEIF_SUFFIXES:
+            raise UnreadableImage(f"{name}: reading HEIC needs pillow-heif (pip install pillow-heif)") from None
         raise UnreadableImage(f"{name}: not a readable image ({error})") from None
 
 
