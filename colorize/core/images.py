@@ -81,9 +81,9 @@ def _in_srgb(image: Image.Image) -> Image.Image:
 
 def read_rgb(source: Union[str, Path, BinaryIO, bytes], name: str = "", at_least: int = 0) -> Image.Image:
     """Decode an image (a path, an open file or bytes) into an upright sRGB Pillow image (its
-    EXIF orientation and its ICC profile applied). With ``at_least``, a JPEG is decoded at the smallest of 1/8,
-    1/4, 1/2 or full size whose sides are all at least that many pixels (the decoder's own
-    downscaling, far faster than decoding in full and resizing).
+    EXIF orientation and its ICC profile applied). With ``at_least``, a JPEG is decoded at the
+    smallest of 1/8, 1/4, 1/2 or full size whose sides are all at least that many pixels (the
+    decoder's own downscaling, far faster than decoding in full and resizing).
 
     Raises :class:`UnreadableImage` naming ``name`` (or the path) when it is not an image, or
     one too large for Pillow's decompression-bomb limit.
