@@ -42,10 +42,12 @@ class StopRequest:
     def poll(self, accelerator: Accelerator) -> bool:
         """Whether any process has received the signal (every process calls this at the same
         point); once True, it stays True."""
-        if not self.agreed:
-            received = torch.tensor([int(self.received)], device=accelerator.device)
-            self.agreed = bool(accelerator.gather(received).any()) if accelerator.num_processes > 1 \
-                else self.received
+        if self.agreed:
+            return True
+        if accelerator.num_processes == 1:  # its own flag: no device work, no wait for the device
+            self.agreed = self.received
+        else:
+            self.agreed = bool(accelerator.gather(torch.tensor([int(self.received)], device=accelerator.device)).any())
         return self.agreed
 
     def stopped(self, where: str, run_dir) -> Stopped:
