@@ -214,7 +214,8 @@ def sha256_file(path: Path) -> str:
     before = _identity(path)
     if before in _DIGESTS:
         return _DIGESTS[before]
-    remembered = _remembered().get(json.dumps(before))
+    key = json.dumps(before)
+    remembered = _remembered().get(key)
     if remembered is not None:
         _DIGESTS[before] = remembered
         return remembered
@@ -225,7 +226,7 @@ def sha256_file(path: Path) -> str:
     hexdigest = digest.hexdigest()
     if time.time_ns() - before[-1] > SETTLED_NS and _identity(path) == before:
         _DIGESTS[before] = hexdigest
-        _remember(json.dumps(before), hexdigest)
+        _remember(key, hexdigest)
     return hexdigest
 
 
@@ -239,8 +240,9 @@ def _remembered() -> Dict[str, str]:
 
 
 def _remember(key: str, hexdigest: str) -> None:
-    """Add a digest to :data:`DIGESTS_FILE`, which keeps the :data:`DIGESTS_KEPT` latest; where
-    it cannot be written (a read-only home), this process alone remembers it."""
+    """Add a digest to :data:`DIGESTS_FILE`, which keeps the :data:`DIGESTS_KEPT` latest, read
+    again here for what other processes added while this one hashed; where it cannot be written
+    (a read-only home), this process alone remembers it."""
     entries = _remembered()
     entries.pop(key, None)
     entries[key] = hexdigest
